@@ -1,0 +1,5 @@
+"""Tidy accessors for what scgf stores in AnnData."""
+
+from ._tokens import check_token_vocabulary, token_matrix, token_params, tokens
+
+__all__ = ["check_token_vocabulary", "token_matrix", "token_params", "tokens"]

@@ -1,0 +1,3 @@
+"""Plots of scgf results, drawn through scanpy."""
+
+__all__: list[str] = []

@@ -1,0 +1,79 @@
+"""Where token matrices go: into memory, or streamed into a backed ``.h5ad`` file."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+
+def _clean_params(params: dict) -> dict:
+    """Drop ``None`` values, which ``.h5ad`` files cannot store."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class TokenWriter:
+    """Collects token chunks and stores them under ``obsm[key]`` and ``uns[key]``.
+
+    On an AnnData backed by a writable file, chunks are appended to the file as they come
+    (bounded memory) under a temporary name that replaces ``obsm[key]`` only on success, so a
+    failed run leaves the file as it was.
+    """
+
+    def __init__(self, adata: ad.AnnData, key: str, context: int, store: bool, stream: bool):
+        self.adata, self.key, self.context, self.store = adata, key, context, store
+        self.stream = stream
+        self.pieces: list[sp.csr_matrix] = []
+        self.dataset = None
+        self.n_empty = 0
+        self._partial = f"_{key}_partial"
+
+    @classmethod
+    def for_target(cls, adata: ad.AnnData, key: str, context: int, *, stream: bool) -> TokenWriter:
+        """A writer for ``adata``; streams to disk when ``adata`` is backed in ``r+`` mode."""
+        writable = adata.isbacked and adata.file._file.mode == "r+"
+        return cls(adata, key, context, store=stream, stream=stream and writable)
+
+    def add(self, chunk: sp.csr_matrix) -> None:
+        """Append the tokens of the next cells."""
+        self.n_empty += int((np.diff(chunk.indptr) == 0).sum())
+        if not self.stream:
+            self.pieces.append(chunk)
+            return
+        group = self.adata.file._file.require_group("obsm")
+        if self.dataset is None:
+            if self._partial in group:
+                del group[self._partial]
+            ad.io.write_elem(group, self._partial, chunk)
+            self.dataset = ad.io.sparse_dataset(group[self._partial])
+        else:
+            self.dataset.append(chunk)
+
+    def finish(self, params: dict):
+        """Store the tokens and parameters; returns the token matrix."""
+        params = _clean_params(params)
+        if not self.stream:
+            tokens = (
+                sp.vstack(self.pieces, format="csr")
+                if self.pieces
+                else sp.csr_matrix((0, self.context), dtype=np.int32)
+            )
+            if self.store:
+                self.adata.obsm[self.key] = tokens
+                self.adata.uns[self.key] = {"params": params}
+            return tokens
+        if self.dataset is None:  # no cells at all
+            self.add(sp.csr_matrix((0, self.context), dtype=np.int32))
+        handle = self.adata.file._file
+        group = handle["obsm"]
+        if self.key in group:
+            del group[self.key]
+        group.move(self._partial, self.key)
+        tokens = ad.io.sparse_dataset(group[self.key])
+        self.adata.obsm[self.key] = tokens
+        self.adata.uns[self.key] = {"params": params}
+        uns = handle.require_group("uns")
+        if self.key in uns:
+            del uns[self.key]
+        ad.io.write_elem(uns, self.key, {"params": params})
+        return tokens

@@ -1,0 +1,6 @@
+"""Geneformer vocabularies: token ids, gene medians and gene-ID mapping."""
+
+from ._gene_ids import normalize_gene_ids
+from ._vocabulary import SPECIAL_TOKENS, Vocabulary, find_dictionary_files
+
+__all__ = ["SPECIAL_TOKENS", "Vocabulary", "find_dictionary_files", "normalize_gene_ids"]

@@ -1,0 +1,279 @@
+"""The token vocabulary of a Geneformer model: token ids, gene medians and ID mapping."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._gene_ids import normalize_gene_ids
+
+SPECIAL_TOKENS = ("<pad>", "<mask>", "<cls>", "<eos>")
+
+
+def _load_pickle(path: str | os.PathLike) -> dict:
+    with open(path, "rb") as handle:
+        obj = pickle.load(handle)
+    if not isinstance(obj, dict):
+        raise TypeError(f"{path} holds a {type(obj).__name__}, expected a dict.")
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class Vocabulary:
+    """A Geneformer vocabulary.
+
+    Attributes
+    ----------
+    name
+        ``"gc104M"`` (V2, 104M-cell corpus; identical to ``gc95M``), ``"gc30M"`` (V1) or a user
+        name for custom dictionaries.
+    token_ids
+        Ensembl ID (or special token such as ``<cls>``) → token id.
+    medians
+        Ensembl ID → non-zero median of normalised expression across the pretraining corpus.
+    gene_mapping
+        Upper-case identifier (Ensembl ID, retired ID, symbol, alias) → Ensembl ID in the
+        vocabulary. Built from the published mapping dictionary, the gene-name dictionary and
+        the vocabulary's own IDs.
+    context_size
+        Number of tokens a model reads, special tokens included (2048 for V1, 4096 for V2).
+    special_tokens
+        Whether cells are written as ``<cls>`` genes… ``<eos>`` (V2) or as bare genes (V1).
+    """
+
+    name: str
+    token_ids: dict[str, int] = field(repr=False)
+    medians: dict[str, float] = field(repr=False)
+    gene_mapping: dict[str, str] = field(repr=False)
+    context_size: int
+    special_tokens: bool
+
+    def __post_init__(self) -> None:
+        if self.special_tokens and not {"<cls>", "<eos>"} <= self.token_ids.keys():
+            raise ValueError(
+                f"Vocabulary {self.name!r} has no <cls>/<eos> tokens but special_tokens=True: "
+                "V1 (gc30M) dictionaries are read without special tokens."
+            )
+        missing = [g for g in self.gene_ids if g not in self.medians]
+        if missing:
+            raise ValueError(
+                f"Vocabulary {self.name!r}: {len(missing)} genes of the token dictionary have no "
+                f"median (e.g. {missing[:3]}); the median dictionary does not belong to it."
+            )
+
+    @classmethod
+    def from_files(
+        cls,
+        token_dictionary: str | os.PathLike,
+        gene_median: str | os.PathLike,
+        *,
+        gene_mapping: str | os.PathLike | None = None,
+        gene_names: str | os.PathLike | None = None,
+        context_size: int | None = None,
+        special_tokens: bool | None = None,
+        name: str = "custom",
+    ) -> Vocabulary:
+        """Load a vocabulary from Geneformer-format pickled dictionaries.
+
+        Parameters
+        ----------
+        token_dictionary
+            Pickle of ``{Ensembl ID or special token: token id}``.
+        gene_median
+            Pickle of ``{Ensembl ID: median}``; must cover every gene of the token dictionary.
+        gene_mapping
+            Optional pickle of ``{identifier: Ensembl ID}`` used to collapse symbols, aliases
+            and retired IDs (Geneformer's ``ensembl_mapping_dict``).
+        gene_names
+            Optional pickle of ``{gene symbol: Ensembl ID}`` (Geneformer's ``gene_name_id_dict``).
+        context_size
+            Tokens per cell. Defaults to 4096 with ``<cls>``/``<eos>`` tokens, else 2048.
+        special_tokens
+            Write cells as ``<cls>`` … ``<eos>``. Defaults to whether the token dictionary
+            holds both tokens.
+        name
+            A name recorded with the tokens, so that tools can refuse tokens of another
+            vocabulary.
+
+        Returns
+        -------
+        The vocabulary.
+        """
+        token_ids = {str(k): int(v) for k, v in _load_pickle(token_dictionary).items()}
+        medians = {str(k): float(v) for k, v in _load_pickle(gene_median).items()}
+        has_specials = {"<cls>", "<eos>"} <= token_ids.keys()
+        if special_tokens is None:
+            special_tokens = has_specials
+        if context_size is None:
+            context_size = 4096 if special_tokens else 2048
+        mapping = _build_mapping(
+            token_ids,
+            _load_pickle(gene_mapping) if gene_mapping else {},
+            _load_pickle(gene_names) if gene_names else {},
+        )
+        return cls(
+            name=name,
+            token_ids=token_ids,
+            medians=medians,
+            gene_mapping=mapping,
+            context_size=int(context_size),
+            special_tokens=bool(special_tokens),
+        )
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, **kwargs) -> Vocabulary:
+        """Load the ``token_dictionary*.pkl``/``gene_median_dictionary*.pkl`` files of a folder.
+
+        Parameters
+        ----------
+        directory
+            A folder holding Geneformer dictionaries (for example a checkpoint folder).
+        **kwargs
+            Passed to :meth:`from_files` (``context_size``, ``special_tokens``, ``name``).
+
+        Returns
+        -------
+        The vocabulary.
+        """
+        files = find_dictionary_files(directory)
+        if files is None:
+            raise FileNotFoundError(
+                f"{directory} holds no token_dictionary*.pkl and gene_median_dictionary*.pkl."
+            )
+        kwargs.setdefault("name", f"custom:{Path(directory).name}")
+        return cls.from_files(**files, **kwargs)
+
+    # --- derived arrays -------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """``"V2"`` for ``<cls>``/``<eos>`` vocabularies, else ``"V1"``."""
+        return "V2" if self.special_tokens else "V1"
+
+    @cached_property
+    def gene_ids(self) -> tuple[str, ...]:
+        """Gene Ensembl IDs of the vocabulary (special tokens left out)."""
+        return tuple(k for k in self.token_ids if k not in SPECIAL_TOKENS)
+
+    @property
+    def n_genes(self) -> int:
+        """Number of gene tokens."""
+        return len(self.gene_ids)
+
+    @property
+    def cls_id(self) -> int | None:
+        """Token id of ``<cls>`` (None without special tokens)."""
+        return self.token_ids["<cls>"] if self.special_tokens else None
+
+    @property
+    def eos_id(self) -> int | None:
+        """Token id of ``<eos>`` (None without special tokens)."""
+        return self.token_ids["<eos>"] if self.special_tokens else None
+
+    @property
+    def pad_id(self) -> int:
+        """Token id of ``<pad>``."""
+        return self.token_ids.get("<pad>", 0)
+
+    @property
+    def max_genes(self) -> int:
+        """Genes kept per cell: the context minus the special tokens."""
+        return self.context_size - (2 if self.special_tokens else 0)
+
+    @cached_property
+    def id_of_token(self) -> np.ndarray:
+        """Array indexed by token id giving the Ensembl ID (or special token name)."""
+        out = np.empty(max(self.token_ids.values()) + 1, dtype=object)
+        for key, tok in self.token_ids.items():
+            out[tok] = key
+        return out
+
+    @cached_property
+    def inverse_median(self) -> np.ndarray:
+        """Array indexed by token id holding ``1 / median`` (0 for special tokens)."""
+        out = np.zeros(len(self.id_of_token), dtype=np.float64)
+        for gene in self.gene_ids:
+            out[self.token_ids[gene]] = 1.0 / self.medians[gene]
+        return out
+
+    def map_genes(self, ids: pd.Index | np.ndarray | list) -> np.ndarray:
+        """Token id of each identifier, ``-1`` where it is not in the vocabulary.
+
+        Identifiers are upper-cased and Ensembl version suffixes dropped, then looked up in
+        :attr:`gene_mapping` (symbols, aliases, retired and current Ensembl IDs).
+
+        Parameters
+        ----------
+        ids
+            Gene identifiers, one per variable.
+
+        Returns
+        -------
+        An ``int64`` array of token ids.
+        """
+        keys = pd.Series(normalize_gene_ids(ids))
+        ensembl = keys.map(self.gene_mapping)
+        tokens = ensembl.map(self.token_ids)
+        return tokens.fillna(-1).to_numpy(dtype=np.int64)
+
+    def tokens_to_ids(self, tokens: np.ndarray) -> np.ndarray:
+        """Ensembl IDs (or special token names) of an array of token ids."""
+        return self.id_of_token[np.asarray(tokens, dtype=np.int64)]
+
+    def describe(self) -> dict:
+        """The facts recorded with tokens: name, version, context and special tokens."""
+        return {
+            "vocabulary": self.name,
+            "version": self.version,
+            "context_size": self.context_size,
+            "special_tokens": self.special_tokens,
+        }
+
+
+def _build_mapping(
+    token_ids: dict[str, int], mapping: dict, names: dict
+) -> dict[str, str]:
+    """Upper-case identifier → vocabulary Ensembl ID.
+
+    The published mapping dictionary wins; gene names fill in symbols it lacks (V1's mapping
+    is an identity over its IDs, so V1 symbols come from the name dictionary); every vocabulary
+    ID maps to itself. Entries pointing outside the vocabulary are dropped, as the reference
+    does.
+    """
+    genes = {k for k in token_ids if k not in SPECIAL_TOKENS}
+    out: dict[str, str] = {}
+    for source in (mapping, names):
+        for key, value in source.items():
+            if isinstance(key, str) and value in genes:
+                out.setdefault(key.strip().upper(), value)
+    for gene in genes:
+        out.setdefault(gene.upper(), gene)
+    return out
+
+
+def find_dictionary_files(directory: str | os.PathLike) -> dict[str, Path] | None:
+    """The Geneformer dictionary files inside ``directory``, or ``None`` if it has none."""
+    directory = Path(directory)
+
+    def first(pattern: str) -> Path | None:
+        matches = sorted(directory.glob(pattern))
+        return matches[0] if matches else None
+
+    token = first("token_dictionary*.pkl")
+    median = first("gene_median_dictionary*.pkl")
+    if token is None or median is None:
+        return None
+    files: dict[str, Path] = {"token_dictionary": token, "gene_median": median}
+    mapping = first("ensembl_mapping_dict*.pkl")
+    names = first("gene_name_id_dict*.pkl")
+    if mapping is not None:
+        files["gene_mapping"] = mapping
+    if names is not None:
+        files["gene_names"] = names
+    return files
