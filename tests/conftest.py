@@ -48,7 +48,7 @@ class Hub:
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, directory=str(root), **kwargs)
 
-            def do_GET(self):  # noqa: N802 - http.server API
+            def do_GET(self):
                 hub.requests.append(self.path)
                 super().do_GET()
 

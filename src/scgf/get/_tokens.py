@@ -79,7 +79,9 @@ def tokens(
     matrix = token_matrix(adata, key)
     vocab = None
     if as_ids:
-        vocab = get_vocabulary(model if model is not None else token_params(adata, key)["vocabulary"])
+        vocab = get_vocabulary(
+            model if model is not None else token_params(adata, key)["vocabulary"]
+        )
     out: list[np.ndarray] = []
     n_obs = matrix.shape[0]
     step = 8192

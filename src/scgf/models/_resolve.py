@@ -109,7 +109,9 @@ def fetch_vocabulary(name: str = "gc104M", *, progress: bool | None = None) -> d
     specs = published_vocabularies()
     if name not in specs:
         raise UnknownModelError(f"Unknown vocabulary {name!r}; use 'gc104M' (V2) or 'gc30M' (V1).")
-    return {role: fetch_file(remote, progress=progress) for role, remote in specs[name].files.items()}
+    return {
+        role: fetch_file(remote, progress=progress) for role, remote in specs[name].files.items()
+    }
 
 
 @cache
@@ -123,8 +125,13 @@ def _published_vocabulary(name: str) -> Vocabulary:
     )
 
 
-_VOCABULARY_NAMES = {"gc104M": "gc104M", "gc95M": "gc104M", "V2": "gc104M", "gc30M": "gc30M",
-                     "V1": "gc30M"}
+_VOCABULARY_NAMES = {
+    "gc104M": "gc104M",
+    "gc95M": "gc104M",
+    "V2": "gc104M",
+    "gc30M": "gc30M",
+    "V1": "gc30M",
+}
 
 
 def _vocabulary_from_config(directory: Path) -> Vocabulary:

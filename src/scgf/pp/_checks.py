@@ -23,7 +23,7 @@ def check_raw_counts(chunk: sp.csr_matrix, start: int, obs_names: pd.Index, sour
     def where(mask: np.ndarray) -> str:
         pos = int(np.flatnonzero(mask)[0])
         row = int(np.searchsorted(chunk.indptr, pos, side="right") - 1)
-        return f"{data[pos]!r} in cell {obs_names[start + row]!r}"
+        return f"{float(data[pos])} in cell {obs_names[start + row]!r}"
 
     bad = ~np.isfinite(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
     if bad.any():
@@ -41,7 +41,9 @@ def check_raw_counts(chunk: sp.csr_matrix, start: int, obs_names: pd.Index, sour
         fractional = data != np.floor(data)
         if fractional.any():
             hint = (
-                "log-transformed (sc.pp.log1p)" if data.max() < 20 else "normalised (sc.pp.normalize_total)"
+                "log-transformed (sc.pp.log1p)"
+                if data.max() < 20
+                else "normalised (sc.pp.normalize_total)"
             )
             raise InputDataError(
                 f"{source} holds non-integer values ({where(fractional)}); it looks "
@@ -57,7 +59,7 @@ def check_n_counts(n_counts: np.ndarray, chunk: sp.csr_matrix, start: int, obs_n
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise InputDataError(
-            f"obs[{key!r}] is {n_counts[row]!r} for cell {obs_names[start + row]!r}, which has "
+            f"obs[{key!r}] is {float(n_counts[row])} for cell {obs_names[start + row]!r}, which has "
             f"counts. Fix obs[{key!r}] (each cell's total count) or pass n_counts_key=None to "
             "use the row sums of the count matrix."
         )
@@ -95,8 +97,9 @@ def check_gene_overlap(
 def _better_columns(var: pd.DataFrame, vocab: Vocabulary, n_mapped: int, gene_key) -> list[str]:
     found = []
     for column in var.columns:
-        if column == gene_key or var[column].dtype.kind not in "OSUc" and not isinstance(
-            var[column].dtype, pd.CategoricalDtype
+        if column == gene_key or (
+            var[column].dtype.kind not in "OSUc"
+            and not isinstance(var[column].dtype, pd.CategoricalDtype)
         ):
             continue
         hits = int((vocab.map_genes(var[column].to_numpy()) >= 0).sum())

@@ -60,7 +60,8 @@ def scale_counts(
     the counts and ``n_counts``, times 10000, then times ``1 / median`` in float64.
     """
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    reciprocal = np.true_divide(1.0, n_counts)
+    with np.errstate(divide="ignore"):  # cells with a zero total have no entries
+        reciprocal = np.true_divide(1.0, n_counts)
     per_cell = (counts.data * reciprocal[rows]) * TARGET_SUM
     return per_cell.astype(np.float64) * inverse_median[counts.indices]
 
@@ -70,7 +71,7 @@ def rank_within_rows(indptr: np.ndarray, scores: np.ndarray) -> np.ndarray:
     lengths = np.diff(indptr)
     if len(lengths) == 0 or lengths.max(initial=0) == 0:
         return np.arange(len(scores))
-    # Pad the rows into one rectangle and sort every row at once; -inf pads sort last.
+    # Pad the rows into one rectangle and sort every row at once; +inf pads sort last.
     width = int(lengths.max())
     rows = np.repeat(np.arange(len(lengths)), lengths)
     slots = np.arange(len(scores)) - indptr[rows]

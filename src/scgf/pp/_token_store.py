@@ -49,6 +49,15 @@ class TokenWriter:
         else:
             self.dataset.append(chunk)
 
+    def abort(self) -> None:
+        """Forget a failed run: drop the partial group from the file."""
+        self.pieces.clear()
+        if self.stream and self.dataset is not None:
+            group = self.adata.file._file["obsm"]
+            if self._partial in group:
+                del group[self._partial]
+            self.dataset = None
+
     def finish(self, params: dict):
         """Store the tokens and parameters; returns the token matrix."""
         params = _clean_params(params)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -123,27 +122,23 @@ def tokenize(
     n_counts_obs = _n_counts(target, n_counts_key)
 
     writer = TokenWriter.for_target(target, key_added, context, stream=inplace)
-    source = f"layers[{layer!r}]" if layer else "X"
-    with tqdm(
-        total=target.n_obs, unit="cells", desc="tokenize", disable=not settings.progress
-    ) as bar:
-        for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
-            check_raw_counts(chunk, start, target.obs_names, source)
-            if n_counts_obs is None:
-                totals = np.asarray(chunk.sum(axis=1, dtype=np.float64)).ravel()
-            else:
-                totals = n_counts_obs[start:stop]
-            check_n_counts(totals, chunk, start, target.obs_names, n_counts_key or "row sums")
-            lengths, tokens = encode_chunk(
-                chunk,
-                totals,
-                aggregator,
-                max_genes=context - 2 * special,
-                cls_id=vocab.token_ids["<cls>"] if special else None,
-                eos_id=vocab.token_ids["<eos>"] if special else None,
-            )
-            writer.add(tokens_to_csr(lengths, tokens, context))
-            bar.update(stop - start)
+    try:
+        _encode_all(
+            target,
+            matrix,
+            n_counts_obs,
+            n_counts_key,
+            aggregator,
+            vocab,
+            context,
+            special,
+            chunk_size,
+            writer,
+            source=f"layers[{layer!r}]" if layer else "X",
+        )
+    except BaseException:
+        writer.abort()
+        raise
 
     params = {
         **vocab.describe(),
@@ -168,6 +163,42 @@ def tokenize(
     if not inplace:
         return result
     return data if copy else None
+
+
+def _encode_all(
+    target: ad.AnnData,
+    matrix,
+    n_counts_obs: np.ndarray | None,
+    n_counts_key: str | None,
+    aggregator: GeneAggregator,
+    vocab: Vocabulary,
+    context: int,
+    special: bool,
+    chunk_size: int,
+    writer: TokenWriter,
+    source: str,
+) -> None:
+    """Check and encode every chunk of cells, handing the tokens to ``writer``."""
+    with tqdm(
+        total=target.n_obs, unit="cells", desc="tokenize", disable=not settings.progress
+    ) as bar:
+        for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
+            check_raw_counts(chunk, start, target.obs_names, source)
+            if n_counts_obs is None:
+                totals = np.asarray(chunk.sum(axis=1, dtype=np.float64)).ravel()
+            else:
+                totals = n_counts_obs[start:stop]
+            check_n_counts(totals, chunk, start, target.obs_names, n_counts_key or "row sums")
+            lengths, tokens = encode_chunk(
+                chunk,
+                totals,
+                aggregator,
+                max_genes=context - 2 * special,
+                cls_id=vocab.token_ids["<cls>"] if special else None,
+                eos_id=vocab.token_ids["<eos>"] if special else None,
+            )
+            writer.add(tokens_to_csr(lengths, tokens, context))
+            bar.update(stop - start)
 
 
 def _context(vocab: Vocabulary, context_size: int | None, special: bool | None) -> tuple[int, bool]:

@@ -236,9 +236,7 @@ class Vocabulary:
         }
 
 
-def _build_mapping(
-    token_ids: dict[str, int], mapping: dict, names: dict
-) -> dict[str, str]:
+def _build_mapping(token_ids: dict[str, int], mapping: dict, names: dict) -> dict[str, str]:
     """Upper-case identifier → vocabulary Ensembl ID.
 
     The published mapping dictionary wins; gene names fill in symbols it lacks (V1's mapping

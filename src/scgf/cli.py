@@ -1,0 +1,112 @@
+"""The ``scgf`` command line: fetch checkpoints and tokenize ``.h5ad`` files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from . import models
+from ._settings import settings
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    for name in args.names:
+        entry = models.lookup(name)
+        vocab = entry.vocabulary if entry is not None else name
+        if entry is not None and not args.vocabulary_only:
+            print(f"{name}: {models.fetch(name)}")
+        paths = models.fetch_vocabulary(vocab)
+        print(f"{vocab} dictionaries: {Path(next(iter(paths.values()))).parent}")
+
+
+def _models(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(models.list_models().drop(columns=["revision", "folder"]))
+
+
+def _tokenize(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from .pp import tokenize
+
+    source, target = Path(args.input), Path(args.output)
+    if source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    adata = ad.read_h5ad(target, backed="r+")
+    try:
+        tokenize(
+            adata,
+            model=args.model,
+            layer=args.layer,
+            gene_key=args.gene_key,
+            n_counts_key=args.n_counts_key,
+            chunk_size=args.chunk_size,
+            key_added=args.key_added,
+        )
+    finally:
+        adata.file.close()
+    print(f"tokens written to {target} (obsm[{args.key_added!r}])")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``scgf`` command."""
+    parser = argparse.ArgumentParser(prog="scgf", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="download checkpoints and dictionaries into the cache")
+    fetch.add_argument("names", nargs="+", help="model names, or gc104M / gc30M")
+    fetch.add_argument(
+        "--vocabulary-only", action="store_true", help="only the dictionaries, not the weights"
+    )
+    fetch.set_defaults(func=_fetch)
+
+    listing = sub.add_parser("models", help="list the known checkpoints")
+    listing.set_defaults(func=_models)
+
+    tok = sub.add_parser(
+        "tokenize", help="tokenize an .h5ad of raw counts, chunk by chunk with bounded memory"
+    )
+    tok.add_argument("input", help="input .h5ad with raw counts")
+    tok.add_argument("output", help="output .h5ad (may equal input to write in place)")
+    tok.add_argument("--model", default=models.DEFAULT_MODEL)
+    tok.add_argument("--layer", default=None, help="layer with raw counts (default X)")
+    tok.add_argument("--gene-key", default=None, help="var column with gene IDs or symbols")
+    tok.add_argument("--n-counts-key", default="n_counts", help="obs column with totals")
+    tok.add_argument("--chunk-size", type=int, default=2048)
+    tok.add_argument("--key-added", default="gf_tokens")
+    tok.set_defaults(func=_tokenize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``scgf`` command line.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    The exit status: 0 on success, 1 on a user-facing error.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quiet:
+        settings.progress = False
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, models.DownloadError) as err:
+        print(f"scgf {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

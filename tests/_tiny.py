@@ -1,0 +1,36 @@
+"""Tiny random Geneformer-shaped checkpoints (real vocabulary size and context, small width)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+SHAPES = {"V2": (20275, 4096), "V1": (25426, 2048)}
+
+
+def tiny_config(version: str = "V2", *, hidden: int = 16, layers: int = 2) -> BertConfig:
+    vocab_size, context = SHAPES[version]
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=context,
+        hidden_act="relu",
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        type_vocab_size=2,
+        hidden_dropout_prob=0.02,
+        attention_probs_dropout_prob=0.02,
+    )
+
+
+def make_tiny_checkpoint(directory: Path, version: str = "V2", seed: int = 0) -> Path:
+    """Save a random ``BertForMaskedLM`` with Geneformer's shape rules into ``directory``."""
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(tiny_config(version))
+    model.save_pretrained(directory)
+    return Path(directory)

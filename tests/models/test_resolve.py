@@ -1,0 +1,59 @@
+"""A local folder works wherever a model name does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from scgf import models
+from scgf.vocab import Vocabulary
+from tests._tiny import make_tiny_checkpoint
+from tests.conftest import DICTS, needs_dicts
+
+pytestmark = needs_dicts
+
+
+def test_registry_name_gives_its_vocabulary(vocab_v1, vocab_v2):
+    assert models.get_vocabulary("gf-12L-95M-i4096") is vocab_v2
+    assert models.get_vocabulary("gf-6L-30M-i2048") is vocab_v1
+    assert models.get_vocabulary("V1") is vocab_v1
+    assert (vocab_v2.name, vocab_v2.context_size, vocab_v2.special_tokens) == ("gc104M", 4096, True)
+    assert (vocab_v1.name, vocab_v1.context_size, vocab_v1.special_tokens) == ("gc30M", 2048, False)
+
+
+@pytest.mark.parametrize("version", ["V1", "V2"])
+def test_folder_without_dictionaries_uses_config_shape(tmp_path, version, vocab_v1, vocab_v2):
+    folder = make_tiny_checkpoint(tmp_path / "ckpt", version)
+    expected = vocab_v1 if version == "V1" else vocab_v2
+    assert models.get_vocabulary(folder) is expected
+    assert models.get_vocabulary(str(folder)) is expected
+
+
+def test_folder_with_dictionaries_uses_them(tmp_path, hub_settings):
+    folder = make_tiny_checkpoint(tmp_path / "ckpt", "V2")
+    shutil.copy(DICTS / "token_dictionary_gc30M.pkl", folder)
+    shutil.copy(DICTS / "gene_median_dictionary_gc30M.pkl", folder)
+    vocab = models.get_vocabulary(folder)
+    assert vocab.name == "custom:ckpt"
+    assert vocab.n_genes == 25424 and not vocab.special_tokens and vocab.context_size == 2048
+
+
+def test_folder_of_unknown_shape_is_a_clear_error(tmp_path):
+    folder = make_tiny_checkpoint(tmp_path / "ckpt", "V2")
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 1000
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(models.UnknownModelError, match="vocab_size=1000"):
+        models.get_vocabulary(folder)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(models.UnknownModelError, match="config.json"):
+        models.get_vocabulary(tmp_path)
+
+
+def test_vocabulary_instance_passes_through(vocab_v2):
+    assert models.get_vocabulary(vocab_v2) is vocab_v2
+    assert isinstance(vocab_v2, Vocabulary)
