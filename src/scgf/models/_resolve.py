@@ -1,4 +1,4 @@
-"""Turn a ``model=`` argument (registry name, local folder, vocabulary) into files and a vocabulary."""
+"""Resolve ``model=`` arguments (registry name, folder, vocabulary) to files and vocabularies."""
 
 from __future__ import annotations
 

@@ -59,8 +59,8 @@ def check_n_counts(n_counts: np.ndarray, chunk: sp.csr_matrix, start: int, obs_n
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise InputDataError(
-            f"obs[{key!r}] is {float(n_counts[row])} for cell {obs_names[start + row]!r}, which has "
-            f"counts. Fix obs[{key!r}] (each cell's total count) or pass n_counts_key=None to "
+            f"obs[{key!r}] is {float(n_counts[row])} for cell {obs_names[start + row]!r}, which "
+            f"has counts. Fix obs[{key!r}] (each cell's total count) or pass n_counts_key=None to "
             "use the row sums of the count matrix."
         )
 
