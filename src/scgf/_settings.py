@@ -32,11 +32,14 @@ class ScgfSettings:
         (``{base}/ctheodoris/Geneformer/resolve/{revision}/{path}``).
     progress
         Show tqdm progress bars for downloads and long computations.
+    n_jobs
+        Threads for CPU work such as tokenization (defaults to the number of CPUs).
     """
 
     _cache_dir: Path | None = field(default=None, repr=False)
     _base_url: str | None = field(default=None, repr=False)
     progress: bool = True
+    n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @property
     def cache_dir(self) -> Path:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import anndata as ad
 import numpy as np
@@ -178,27 +180,52 @@ def _encode_all(
     writer: TokenWriter,
     source: str,
 ) -> None:
-    """Check and encode every chunk of cells, handing the tokens to ``writer``."""
-    with tqdm(
-        total=target.n_obs, unit="cells", desc="tokenize", disable=not settings.progress
-    ) as bar:
-        for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
-            check_raw_counts(chunk, start, target.obs_names, source)
-            if n_counts_obs is None:
-                totals = np.asarray(chunk.sum(axis=1, dtype=np.float64)).ravel()
-            else:
-                totals = n_counts_obs[start:stop]
-            check_n_counts(totals, chunk, start, target.obs_names, n_counts_key or "row sums")
-            lengths, tokens = encode_chunk(
-                chunk,
-                totals,
-                aggregator,
-                max_genes=context - 2 * special,
-                cls_id=vocab.token_ids["<cls>"] if special else None,
-                eos_id=vocab.token_ids["<eos>"] if special else None,
-            )
-            writer.add(tokens_to_csr(lengths, tokens, context))
-            bar.update(stop - start)
+    """Check and encode every chunk of cells, handing the tokens to ``writer`` in order.
+
+    Chunks are read in this thread (backed files are not thread-safe) and encoded on
+    ``scgf.settings.n_jobs`` threads; NumPy's sorts release the GIL.
+    """
+
+    def encode(start: int, chunk: sp.csr_matrix, totals: np.ndarray | None) -> sp.csr_matrix:
+        check_raw_counts(chunk, start, target.obs_names, source)
+        if totals is None:
+            totals = np.asarray(chunk.sum(axis=1, dtype=np.float64)).ravel()
+        check_n_counts(totals, chunk, start, target.obs_names, n_counts_key or "row sums")
+        lengths, tokens = encode_chunk(
+            chunk,
+            totals,
+            aggregator,
+            max_genes=context - 2 * special,
+            cls_id=vocab.cls_id if special else None,
+            eos_id=vocab.eos_id if special else None,
+        )
+        return tokens_to_csr(lengths, tokens, context)
+
+    n_jobs = max(1, settings.n_jobs)
+    pending: deque[tuple[int, Future]] = deque()
+    with (
+        tqdm(
+            total=target.n_obs, unit="cells", desc="tokenize", disable=not settings.progress
+        ) as bar,
+        ThreadPoolExecutor(max_workers=n_jobs) as pool,
+    ):
+
+        def collect() -> None:
+            n_cells, future = pending.popleft()
+            writer.add(future.result())
+            bar.update(n_cells)
+
+        try:
+            for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
+                totals = None if n_counts_obs is None else n_counts_obs[start:stop]
+                pending.append((stop - start, pool.submit(encode, start, chunk, totals)))
+                if len(pending) > n_jobs:
+                    collect()
+            while pending:
+                collect()
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def _context(vocab: Vocabulary, context_size: int | None, special: bool | None) -> tuple[int, bool]:
