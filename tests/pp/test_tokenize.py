@@ -114,6 +114,7 @@ def test_failed_backed_run_leaves_file_as_it_was(pbmc, vocab_v2, tmp_path):
         scgf.pp.tokenize(backed, model=vocab_v2, chunk_size=64)
     assert "gf_tokens" not in backed.obsm
     assert list(backed.file._file["obsm"].keys()) == []
+    assert "scgf_partial" not in backed.file._file
     backed.file.close()
 
 

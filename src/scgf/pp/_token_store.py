@@ -6,6 +6,16 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+PARTIAL_GROUP = "scgf_partial"
+
+
+def _drop(handle, path: str) -> None:
+    """Delete ``path`` (if given) and the partial-results group once it is empty."""
+    if path and path in handle:
+        del handle[path]
+    if PARTIAL_GROUP in handle and not len(handle[PARTIAL_GROUP]):
+        del handle[PARTIAL_GROUP]
+
 
 def _clean_params(params: dict) -> dict:
     """Drop ``None`` values, which ``.h5ad`` files cannot store."""
@@ -26,7 +36,7 @@ class TokenWriter:
         self.pieces: list[sp.csr_matrix] = []
         self.dataset = None
         self.n_empty = 0
-        self._partial = f"_{key}_partial"
+        self._partial = f"{PARTIAL_GROUP}/tokenize_{key}"
 
     @classmethod
     def for_target(cls, adata: ad.AnnData, key: str, context: int, *, stream: bool) -> TokenWriter:
@@ -40,12 +50,12 @@ class TokenWriter:
         if not self.stream:
             self.pieces.append(chunk)
             return
-        group = self.adata.file._file.require_group("obsm")
+        handle = self.adata.file._file
         if self.dataset is None:
-            if self._partial in group:
-                del group[self._partial]
-            ad.io.write_elem(group, self._partial, chunk)
-            self.dataset = ad.io.sparse_dataset(group[self._partial])
+            if self._partial in handle:
+                del handle[self._partial]
+            ad.io.write_elem(handle.require_group(PARTIAL_GROUP), f"tokenize_{self.key}", chunk)
+            self.dataset = ad.io.sparse_dataset(handle[self._partial])
         else:
             self.dataset.append(chunk)
 
@@ -53,9 +63,7 @@ class TokenWriter:
         """Forget a failed run: drop the partial group from the file."""
         self.pieces.clear()
         if self.stream and self.dataset is not None:
-            group = self.adata.file._file["obsm"]
-            if self._partial in group:
-                del group[self._partial]
+            _drop(self.adata.file._file, self._partial)
             self.dataset = None
 
     def finish(self, params: dict):
@@ -74,10 +82,11 @@ class TokenWriter:
         if self.dataset is None:  # no cells at all
             self.add(sp.csr_matrix((0, self.context), dtype=np.int32))
         handle = self.adata.file._file
-        group = handle["obsm"]
+        group = handle.require_group("obsm")
         if self.key in group:
             del group[self.key]
-        group.move(self._partial, self.key)
+        handle.move(self._partial, f"obsm/{self.key}")
+        _drop(handle, "")
         tokens = ad.io.sparse_dataset(group[self.key])
         self.adata.obsm[self.key] = tokens
         self.adata.uns[self.key] = {"params": params}

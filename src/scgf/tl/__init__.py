@@ -1,6 +1,5 @@
-"""Tools that run Geneformer models (embeddings, perturbation, fine-tuning).
+"""Tools that run Geneformer models: embeddings (perturbation and fine-tuning build on them)."""
 
-They build on :mod:`scgf.pp` tokens and the checkpoint registry in :mod:`scgf.models`.
-"""
+from ._embed import embed
 
-__all__: list[str] = []
+__all__ = ["embed"]

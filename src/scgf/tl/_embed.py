@@ -1,0 +1,204 @@
+"""``scgf.tl.embed``: cell and gene embeddings from a Geneformer model."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from .._anndata import rna_modality
+from .._engine import Runner, load_model, resolve_device, resolve_dtype
+from .._engine._distributed import shard, sum_across, world
+from .._settings import settings
+from ..get import check_token_vocabulary, token_params
+from ..models import DEFAULT_MODEL
+from ..pp import tokenize
+from ..pp._tokenize import TOKENS_KEY
+from ._pooling import accumulate_genes, cls_pool, mean_pool
+from ._results import EmbeddingStore
+
+logger = logging.getLogger("scgf")
+
+Pooling = Literal["cls", "mean"]
+
+
+def embed(
+    adata: ad.AnnData,
+    *,
+    model=DEFAULT_MODEL,
+    pooling: Pooling | None = None,
+    layer: int = -1,
+    genes: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    quantize: Literal["8bit", "4bit"] | None = None,
+    batch_tokens: int | None = None,
+    chunk_size: int = 8192,
+    tokens_key: str = TOKENS_KEY,
+    key_added: str = "X_geneformer",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Embed cells (and optionally genes) with a Geneformer model.
+
+    Parameters
+    ----------
+    adata
+        A tokenized AnnData (or MuData: its ``rna`` modality). Without tokens under
+        ``tokens_key``, the cells are tokenized first with the model's vocabulary (adding
+        ``obsm[tokens_key]``). A backed AnnData opened ``"r+"`` is processed chunk by chunk,
+        its results written into the file; an interrupted run resumes where it stopped.
+    model
+        A registry name (downloaded and cached), a local checkpoint folder, or a loaded
+        transformers model (``BertForMaskedLM``, a fine-tuned classifier: its encoder is used).
+    pooling
+        ``"cls"``: the ``<cls>`` token's embedding (the V2 default). ``"mean"``: the mean over
+        the gene positions, ``<cls>``/``<eos>`` excluded (the V1 default; the reference's
+        ``cell`` mode).
+    layer
+        Which layer's output to read, with Geneformer's meaning: ``-1`` (default) the
+        second-to-last encoder layer's output (``hidden_states[n_layers - 1]``), ``0`` the last
+        layer's; more negative values go further down. Layers above it are not run.
+    genes
+        Also store each gene's contextual embedding averaged over the cells that express it
+        in ``adata.varm[key_added]`` (NaN for genes without tokens).
+    device
+        ``"cuda"``, ``"mps"``, ``"cpu"``; by default the first available in that order.
+    dtype
+        Compute precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (autocast). Default:
+        bf16 on CUDA, float32 elsewhere.
+    quantize
+        ``"8bit"`` or ``"4bit"`` weights through bitsandbytes (CUDA only, ``scgf[quant]``).
+    batch_tokens
+        Padded tokens per batch (default 65536 on CUDA, 16384 elsewhere). Cells are sorted by
+        length and padded to their batch's longest; on CUDA out-of-memory it is halved.
+    chunk_size
+        Cells read and written at a time (bounds memory on backed data).
+    tokens_key
+        Where :func:`scgf.pp.tokenize` stored the tokens.
+    key_added
+        ``adata.obsm[key_added]`` (float32, input row order, NaN rows for cells without
+        tokens), ``adata.varm[key_added]`` with ``genes=True`` and ``adata.uns[key_added]``
+        (model, revision, weight sha256, layer, pooling, dtype).
+    copy
+        Return an embedded copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    ``None``, or the embedded copy when ``copy=True``.
+
+    Under ``torchrun --nproc_per_node N`` each process embeds a contiguous block of cells and
+    the results are merged in input order on every process.
+    """
+    data = adata.copy() if copy else adata
+    target = rna_modality(data)
+    rank, size = world()
+    torch_device = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, torch_device)
+    loaded = load_model(model, device=torch_device, quantize=quantize)
+    vocab = loaded.vocab
+    pooling = _check_pooling(pooling, vocab.special_tokens)
+    if tokens_key not in target.obsm:
+        tokenize(target, model=vocab, key_added=tokens_key)
+    else:
+        check_token_vocabulary(target, vocab, tokens_key)
+    runner = Runner(loaded, layer=layer, dtype=compute_dtype, token_budget=batch_tokens)
+
+    params = {
+        **loaded.describe(),
+        "layer": layer,
+        "pooling": pooling,
+        "dtype": str(compute_dtype).removeprefix("torch."),
+        "quantize": quantize or "none",
+        "vocabulary": vocab.name,
+        "tokens_key": tokens_key,
+    }
+    store = EmbeddingStore.open(
+        target,
+        key_added,
+        loaded.hidden_size,
+        params,
+        genes=genes,
+        vocab_size=len(vocab.id_of_token),
+        distributed=size > 1,
+    )
+    start, stop = shard(target.n_obs, rank, size)
+    tokens = target.obsm[tokens_key]
+    sums = counts = None
+    if genes:
+        sums = torch.zeros(
+            len(vocab.id_of_token), loaded.hidden_size, dtype=torch.float64, device=torch_device
+        )
+        counts = torch.zeros(len(vocab.id_of_token), dtype=torch.float64, device=torch_device)
+        if store.gene_sums is not None:
+            sums += torch.from_numpy(store.gene_sums).to(torch_device)
+            counts += torch.from_numpy(store.gene_counts).to(torch_device)
+    first = max(start, store.n_done)
+    with tqdm(
+        total=stop - start,
+        initial=first - start,
+        unit="cells",
+        desc="embed",
+        disable=not settings.progress or rank > 0,
+    ) as bar:
+        for lo in range(first, stop, chunk_size):
+            hi = min(lo + chunk_size, stop)
+            chunk = _as_csr(tokens[lo:hi])
+            out = np.full((hi - lo, loaded.hidden_size), np.nan, dtype=np.float32)
+
+            def on_batch(rows, input_ids, lengths, hidden, out=out):
+                pooled = (
+                    cls_pool(hidden)
+                    if pooling == "cls"
+                    else mean_pool(hidden, lengths, vocab.special_tokens)
+                )
+                out[rows] = pooled.cpu().numpy()
+                if sums is not None:
+                    accumulate_genes(hidden, input_ids, lengths, vocab.special_tokens, sums, counts)
+
+            runner.run(chunk, on_batch, progress=bar)
+            bar.update(int((np.diff(chunk.indptr) == 0).sum()))
+            store.write(
+                lo, out, None if sums is None else (sums.cpu().numpy(), counts.cpu().numpy())
+            )
+
+    gene_embeddings = None
+    if genes:
+        total = sum_across(store.gene_sums if store.gene_sums is not None else np.zeros(1))
+        n = sum_across(store.gene_counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_token = (total / n[:, None]).astype(np.float32)
+        gene_embeddings = per_token[_var_tokens(target, vocab, tokens_key)]
+    store.finish(gene_embeddings)
+    logger.info(
+        "embedded %d cells with %s (layer %d, %s)", target.n_obs, loaded.name, layer, pooling
+    )
+    return data if copy else None
+
+
+def _check_pooling(pooling: str | None, special_tokens: bool) -> str:
+    if pooling is None:
+        return "cls" if special_tokens else "mean"
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling={pooling!r}; use 'cls' or 'mean'.")
+    if pooling == "cls" and not special_tokens:
+        raise ValueError(
+            "pooling='cls' needs a V2 model: V1 cells have no <cls> token. Use pooling='mean'."
+        )
+    return pooling
+
+
+def _as_csr(block) -> sp.csr_matrix:
+    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
+
+
+def _var_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> np.ndarray:
+    """Token id of each variable (0, whose row is NaN, for genes outside the vocabulary)."""
+    gene_key = token_params(adata, tokens_key).get("gene_key")
+    ids = adata.var[gene_key] if gene_key else adata.var_names
+    tokens = vocab.map_genes(np.asarray(ids))
+    return np.where(tokens >= 0, tokens, vocab.pad_id)

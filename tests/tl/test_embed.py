@@ -1,0 +1,187 @@
+"""scgf.tl.embed equals a direct transformers computation of the reference, in input order."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+
+import scgf
+from tests._reference_embedder import reference_embeddings
+from tests._tiny import make_tiny_checkpoint, tiny_config
+from tests.conftest import DATA, needs_data, needs_dicts
+
+pytestmark = [needs_dicts, needs_data]
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("v2"), "V2", seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_v1(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("v1"), "V1", seed=2)
+
+
+@pytest.fixture
+def cells(vocab_v2):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:150].copy()
+    scgf.pp.tokenize(adata, model=vocab_v2)
+    return adata
+
+
+@pytest.mark.parametrize("layer", [-1, 0])
+def test_v2_matches_reference(tiny_v2, cells, layer):
+    ref_cls, ref_mean, ref_genes = reference_embeddings(tiny_v2, cells, layer=layer)
+    scgf.tl.embed(cells, model=tiny_v2, layer=layer, genes=True, batch_tokens=3000)
+    np.testing.assert_allclose(cells.obsm["X_geneformer"], ref_cls, **TOLERANCE)
+    scgf.tl.embed(cells, model=tiny_v2, layer=layer, pooling="mean", key_added="mean")
+    np.testing.assert_allclose(cells.obsm["mean"], ref_mean, **TOLERANCE)
+    var_tokens = cells.var_names.map(lambda g: g)  # symbols → tokens through the vocabulary
+    tokens = scgf.models.get_vocabulary("V2").map_genes(np.asarray(var_tokens))
+    gene_emb = cells.varm["X_geneformer"]
+    n_checked = 0
+    for i, tok in enumerate(tokens):
+        if tok in ref_genes:
+            np.testing.assert_allclose(gene_emb[i], ref_genes[tok], **TOLERANCE)
+            n_checked += 1
+        else:
+            assert np.isnan(gene_emb[i]).all()
+    assert n_checked > 300
+
+
+def test_v1_matches_reference(tiny_v1, vocab_v1):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:120].copy()
+    scgf.pp.tokenize(adata, model=vocab_v1, gene_key="ensembl_id")
+    _, ref_mean, _ = reference_embeddings(tiny_v1, adata, special=False)
+    scgf.tl.embed(adata, model=tiny_v1)
+    assert adata.uns["X_geneformer"]["params"]["pooling"] == "mean"
+    np.testing.assert_allclose(adata.obsm["X_geneformer"], ref_mean, **TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("version", "shape"),
+    [("V2", dict(hidden=512, layers=12, heads=8)), ("V1", dict(hidden=256, layers=6, heads=4))],
+    ids=["gf-12L-95M-i4096", "Geneformer-V1-10M"],
+)
+def test_real_shapes_match_reference(tmp_path, version, shape, vocab_v1, vocab_v2):
+    torch.manual_seed(0)
+    config = tiny_config(version, hidden=shape["hidden"], layers=shape["layers"])
+    config.num_attention_heads = shape["heads"]
+    config.intermediate_size = 2 * shape["hidden"]
+    from transformers import BertForMaskedLM
+
+    BertForMaskedLM(config).save_pretrained(tmp_path)
+    vocab = vocab_v2 if version == "V2" else vocab_v1
+    adata = ad.read_h5ad(DATA / "pbmc_ifnb_kang2018_2000.h5ad")[:24].copy()
+    scgf.pp.tokenize(adata, model=vocab)
+    ref_cls, ref_mean, _ = reference_embeddings(tmp_path, adata, special=version == "V2")
+    scgf.tl.embed(adata, model=tmp_path)
+    expected = ref_cls if version == "V2" else ref_mean
+    np.testing.assert_allclose(adata.obsm["X_geneformer"], expected, **TOLERANCE)
+
+
+def test_params_order_and_empty_cells(tiny_v2, vocab_v2):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:40].copy()
+    counts = adata.X.toarray()
+    counts[5] = 0
+    adata.X = type(adata.X)(counts)
+    with pytest.warns(UserWarning, match="1 of 40 cells"):
+        scgf.tl.embed(adata, model=tiny_v2)  # tokenizes on the fly
+    emb = adata.obsm["X_geneformer"]
+    assert emb.dtype == np.float32 and emb.shape == (40, 16)
+    assert np.isnan(emb[5]).all() and not np.isnan(np.delete(emb, 5, 0)).any()
+    params = adata.uns["X_geneformer"]["params"]
+    assert params["layer"] == -1 and params["pooling"] == "cls" and params["dtype"] == "float32"
+    assert len(params["sha256"]) == 64
+    # Input order: a shuffled copy gives the same rows, shuffled.
+    order = np.random.default_rng(0).permutation(40)
+    shuffled = adata[order].copy()
+    scgf.tl.embed(shuffled, model=tiny_v2)
+    np.testing.assert_allclose(shuffled.obsm["X_geneformer"], emb[order], **TOLERANCE)
+
+
+def test_loaded_fine_tuned_model_uses_its_encoder(tiny_v2, cells):
+    classifier = BertForSequenceClassification.from_pretrained(tiny_v2, num_labels=3)
+    scgf.tl.embed(cells, model=classifier, key_added="from_classifier")
+    scgf.tl.embed(cells, model=tiny_v2)
+    np.testing.assert_allclose(
+        cells.obsm["from_classifier"], cells.obsm["X_geneformer"], **TOLERANCE
+    )
+
+
+def test_refuses_tokens_of_another_vocabulary(tiny_v1, cells):
+    with pytest.raises(ValueError, match="V2 tokens of the gc104M vocabulary"):
+        scgf.tl.embed(cells, model=tiny_v1)
+    assert "X_geneformer" not in cells.obsm
+
+
+def test_bad_options(tiny_v1, tiny_v2, cells):
+    with pytest.raises(ValueError, match=r"layer=-5 is outside \[-2, 0\]"):
+        scgf.tl.embed(cells, model=tiny_v2, layer=-5)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        scgf.tl.embed(cells, model=tiny_v2, quantize="8bit", device="cpu")
+    with pytest.raises(ValueError, match="pooling='cls' needs a V2 model"):
+        scgf.tl.embed(cells, model=tiny_v1, pooling="cls")
+    assert "X_geneformer" not in cells.obsm
+
+
+def test_copy(tiny_v2, cells):
+    out = scgf.tl.embed(cells, model=tiny_v2, copy=True)
+    assert "X_geneformer" in out.obsm and "X_geneformer" not in cells.obsm
+
+
+def test_backed_file_written_and_resumed(tiny_v2, cells, tmp_path, monkeypatch):
+    expected = scgf.tl.embed(cells, model=tiny_v2, genes=True, copy=True)
+    path = tmp_path / "cells.h5ad"
+    cells.write_h5ad(path)
+
+    from scgf.tl import _results
+
+    original = _results.EmbeddingStore.write
+    calls = []
+
+    def interrupted(self, start, values, gene_state):
+        original(self, start, values, gene_state)
+        calls.append(start)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    backed = ad.read_h5ad(path, backed="r+")
+    monkeypatch.setattr(_results.EmbeddingStore, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scgf.tl.embed(backed, model=tiny_v2, genes=True, chunk_size=40)
+    backed.file.close()
+    monkeypatch.setattr(_results.EmbeddingStore, "write", original)
+
+    resumed_from = []
+    monkeypatch.setattr(
+        scgf._engine.Runner,
+        "run",
+        (
+            lambda run: (
+                lambda self, tokens, *a, **k: (
+                    resumed_from.append(tokens.shape[0]),
+                    run(self, tokens, *a, **k),
+                )
+            )
+        )(scgf._engine.Runner.run),
+    )
+    backed = ad.read_h5ad(path, backed="r+")
+    scgf.tl.embed(backed, model=tiny_v2, genes=True, chunk_size=40)
+    backed.file.close()
+    assert sum(resumed_from) == 150 - 80  # only the cells after the interruption
+    result = ad.read_h5ad(path)
+    np.testing.assert_allclose(
+        result.obsm["X_geneformer"], expected.obsm["X_geneformer"], **TOLERANCE
+    )
+    np.testing.assert_allclose(
+        result.varm["X_geneformer"], expected.varm["X_geneformer"], **TOLERANCE
+    )
+    assert result.uns["X_geneformer"]["params"]["pooling"] == "cls"
