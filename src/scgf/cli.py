@@ -1,4 +1,4 @@
-"""The ``scgf`` command line: fetch checkpoints and tokenize ``.h5ad`` files."""
+"""The ``scgf`` command line: fetch checkpoints, tokenize and embed ``.h5ad`` files."""
 
 from __future__ import annotations
 
@@ -53,6 +53,71 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"tokens written to {target} (obsm[{args.key_added!r}])")
 
 
+def _embed(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from ._engine._distributed import local_device, world
+    from .pp._token_store import PARTIAL_GROUP
+    from .tl import embed
+
+    source, target = Path(args.input), Path(args.output)
+    rank, size = world()
+    options = dict(
+        model=args.model,
+        layer=args.layer,
+        pooling=args.pooling,
+        genes=args.genes,
+        device=args.device or local_device(),
+        dtype=args.dtype,
+        batch_tokens=args.batch_tokens,
+        key_added=args.key_added,
+    )
+    if size > 1:  # every process embeds its block of cells; process 0 writes the file
+        adata = ad.read_h5ad(source, backed="r")
+        embed(adata, **options)
+        if rank == 0:
+            _write_results(adata, source, target, args.key_added)
+            print(f"embeddings written to {target} (obsm[{args.key_added!r}])")
+        return
+    resuming = target.exists() and _has_group(target, PARTIAL_GROUP)
+    if resuming:
+        print(f"resuming the interrupted run in {target}")
+    elif source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    adata = ad.read_h5ad(target, backed="r+")
+    try:
+        embed(adata, **options)
+    finally:
+        adata.file.close()
+    print(f"embeddings written to {target} (obsm[{args.key_added!r}])")
+
+
+def _has_group(path: Path, name: str) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return name in handle
+
+
+def _write_results(adata, source: Path, target: Path, key: str) -> None:
+    """Copy ``source`` to ``target`` and add the tokens and embeddings held in ``adata``."""
+    import anndata as ad
+    import h5py
+
+    if source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    with h5py.File(target, "r+") as handle:
+        for axis, store in (("obsm", adata.obsm), ("varm", adata.varm), ("uns", adata.uns)):
+            group = handle.require_group(axis)
+            for name, value in store.items():
+                if name in group:
+                    continue
+                ad.io.write_elem(group, name, value)
+        if key in adata.obsm:  # always replace the embeddings of this run
+            del handle["obsm"][key]
+            ad.io.write_elem(handle["obsm"], key, adata.obsm[key])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scgf`` command."""
     parser = argparse.ArgumentParser(prog="scgf", description=__doc__)
@@ -81,6 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--chunk-size", type=int, default=2048)
     tok.add_argument("--key-added", default="gf_tokens")
     tok.set_defaults(func=_tokenize)
+
+    emb = sub.add_parser(
+        "embed",
+        help="embed the cells of an .h5ad (tokenizing first when needed); resumable; "
+        "run under torchrun to split the cells across processes",
+    )
+    emb.add_argument("input", help="input .h5ad with raw counts or tokens")
+    emb.add_argument("output", help="output .h5ad (may equal input to write in place)")
+    emb.add_argument("--model", default=models.DEFAULT_MODEL)
+    emb.add_argument("--layer", type=int, default=-1)
+    emb.add_argument("--pooling", choices=["cls", "mean"], default=None)
+    emb.add_argument("--genes", action="store_true", help="also gene embeddings (varm)")
+    emb.add_argument("--device", default=None)
+    emb.add_argument("--dtype", default=None)
+    emb.add_argument("--batch-tokens", type=int, default=None)
+    emb.add_argument("--key-added", default="X_geneformer")
+    emb.set_defaults(func=_embed)
     return parser
 
 

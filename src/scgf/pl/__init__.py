@@ -1,3 +1,5 @@
 """Plots of scgf results, drawn through scanpy."""
 
-__all__: list[str] = []
+from ._embedding import embedding
+
+__all__ = ["embedding"]

@@ -1,0 +1,70 @@
+"""``scgf embed`` on files, in one process and split across two with torchrun (gloo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import scgf
+from scgf.cli import main
+from tests._tiny import make_tiny_checkpoint
+from tests.conftest import DATA, DICTS, needs_data, needs_dicts
+
+pytestmark = [needs_dicts, needs_data]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny V2 checkpoint folder carrying the real V2 dictionaries (works offline)."""
+    folder = make_tiny_checkpoint(tmp_path_factory.mktemp("model"), "V2", seed=3)
+    for name in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
+        (folder / f"{name}_gc104M.pkl").write_bytes((DICTS / f"{name}_gc95M.pkl").read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "cells.h5ad"
+    ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:90].copy().write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def single(model_dir, source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "out.h5ad"
+    args = ["--quiet", "embed", str(source), str(out), "--model", str(model_dir), "--genes"]
+    assert main(args) == 0
+    return ad.read_h5ad(out)
+
+
+def test_embed_file_tokenizes_and_embeds(single, model_dir, source):
+    assert single.obsm["gf_tokens"].shape == (90, 4096)
+    assert single.obsm["X_geneformer"].shape == (90, 16)
+    assert single.varm["X_geneformer"].shape == (single.n_vars, 16)
+    expected = ad.read_h5ad(source)
+    scgf.tl.embed(expected, model=model_dir)
+    np.testing.assert_allclose(single.obsm["X_geneformer"], expected.obsm["X_geneformer"],
+                               rtol=1e-5, atol=1e-6)
+    assert "X_geneformer" not in ad.read_h5ad(source).obsm  # input untouched
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(single, model_dir, source, tmp_path):
+    out = tmp_path / "dist.h5ad"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "scgf.cli", "--quiet", "embed", str(source),
+               str(out), "--model", str(model_dir), "--genes", "--device", "cpu"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    merged = ad.read_h5ad(out)
+    np.testing.assert_allclose(merged.obsm["X_geneformer"], single.obsm["X_geneformer"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(merged.varm["X_geneformer"], single.varm["X_geneformer"],
+                               rtol=1e-5, atol=1e-6)
+    assert (merged.obsm["gf_tokens"] != single.obsm["gf_tokens"]).nnz == 0
