@@ -36,8 +36,19 @@ def test_folder_with_dictionaries_uses_them(tmp_path, hub_settings):
     shutil.copy(DICTS / "token_dictionary_gc30M.pkl", folder)
     shutil.copy(DICTS / "gene_median_dictionary_gc30M.pkl", folder)
     vocab = models.get_vocabulary(folder)
-    assert vocab.name == "custom:ckpt"
+    assert vocab.name == "gc30M"  # recognised by the files' sha256
     assert vocab.n_genes == 25424 and not vocab.special_tokens and vocab.context_size == 2048
+    with open(folder / "token_dictionary_gc30M.pkl", "ab") as handle:
+        handle.write(b"\n")  # no longer the published file
+    assert models.get_vocabulary(folder).name == "custom:ckpt"
+
+
+def test_folder_with_published_dictionaries_is_the_published_vocabulary(tmp_path, vocab_v2):
+    folder = make_tiny_checkpoint(tmp_path / "ckpt", "V2")
+    shutil.copy(DICTS / "token_dictionary_gc95M.pkl", folder)
+    shutil.copy(DICTS / "gene_median_dictionary_gc95M.pkl", folder)
+    vocab = models.get_vocabulary(folder)
+    assert vocab.name == "gc104M" and vocab.token_ids == vocab_v2.token_ids
 
 
 def test_folder_of_unknown_shape_is_a_clear_error(tmp_path):

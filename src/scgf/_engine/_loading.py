@@ -145,10 +145,12 @@ def load_model(
         kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # MLM/classifier head weights are unused on purpose
+    hf_logging.disable_progress_bar()
     try:
         encoder = BertModel.from_pretrained(os.fspath(folder), **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     if quantization is None:
         encoder = encoder.to(device)
     return LoadedModel(encoder.eval(), vocab, name, revision, sha, device)

@@ -15,7 +15,8 @@ from ._loading import LoadedModel, truncated_encoder
 
 logger = logging.getLogger("scgf")
 
-DEFAULT_BUDGET = {"cuda": 65_536, "mps": 16_384, "cpu": 16_384}
+# Measured: on CPU, small batches keep activations in cache (4096 tokens ~30% faster than 16k).
+DEFAULT_BUDGET = {"cuda": 65_536, "mps": 16_384, "cpu": 4_096}
 
 BatchCallback = Callable[[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -62,7 +63,7 @@ class Runner:
         self.device = loaded.device
         self.dtype = dtype
         self.encoder = truncated_encoder(loaded.encoder, layer_count(loaded.n_layers, layer))
-        self.token_budget = token_budget or DEFAULT_BUDGET.get(self.device.type, 16_384)
+        self.token_budget = token_budget or DEFAULT_BUDGET.get(self.device.type, 4_096)
 
     def _autocast(self):
         if self.dtype == torch.float32:

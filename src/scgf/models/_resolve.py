@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import cache
@@ -154,6 +155,19 @@ def _vocabulary_from_config(directory: Path) -> Vocabulary:
     )
 
 
+def _published_name(files: dict[str, Path]) -> str | None:
+    """The published vocabulary whose token and median dictionaries these files are."""
+    digests = {role: _sha256(files[role]) for role in ("token_dictionary", "gene_median")}
+    for name, spec in published_vocabularies().items():
+        if all(spec.files[role].sha256 == digest for role, digest in digests.items()):
+            return name
+    return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # Token-dictionary sizes of the published vocabularies (special tokens included).
 _PUBLISHED_SIZES = {"gc104M": 20275, "gc30M": 25426}
 
@@ -181,7 +195,17 @@ def get_vocabulary(model: ModelLike = DEFAULT_MODEL) -> Vocabulary:
         return _published_vocabulary(lookup(model).vocabulary)
     path = Path(model)
     if path.is_dir():
-        if find_dictionary_files(path) is not None:
+        files = find_dictionary_files(path)
+        if files is None:
+            return _vocabulary_from_config(path)
+        published = _published_name(files)
+        if published is None:
             return Vocabulary.from_directory(path)
-        return _vocabulary_from_config(path)
+        spec = published_vocabularies()[published]  # the published files, read locally
+        return Vocabulary.from_files(
+            **files,
+            context_size=spec.context_size,
+            special_tokens=spec.special_tokens,
+            name=published,
+        )
     raise _unknown(str(model))
