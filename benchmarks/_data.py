@@ -32,8 +32,12 @@ def real_vocabulary(version: str = "V2") -> Vocabulary:
 def add_dictionaries(folder: Path, version: str = "V2") -> None:
     """Copy the published dictionaries into a checkpoint folder, so it works offline."""
     tag = "gc95M" if version == "V2" else "gc30M"
-    for stem in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict",
-                 "gene_name_id_dict"):
+    for stem in (
+        "token_dictionary",
+        "gene_median_dictionary",
+        "ensembl_mapping_dict",
+        "gene_name_id_dict",
+    ):
         (Path(folder) / f"{stem}_{tag}.pkl").write_bytes((DICTS / f"{stem}_{tag}.pkl").read_bytes())
 
 

@@ -27,20 +27,27 @@ import scgf
 from benchmarks._data import SHARED, add_dictionaries, real_vocabulary
 
 SHAPES = {
-    "Geneformer-V1-10M": dict(version="V1", layers=6, hidden=256, heads=4, intermediate=512,
-                              vocab=25426, context=2048),
-    "gf-12L-95M-i4096": dict(version="V2", layers=12, hidden=512, heads=8, intermediate=1024,
-                             vocab=20275, context=4096),
+    "Geneformer-V1-10M": dict(
+        version="V1", layers=6, hidden=256, heads=4, intermediate=512, vocab=25426, context=2048
+    ),
+    "gf-12L-95M-i4096": dict(
+        version="V2", layers=12, hidden=512, heads=8, intermediate=1024, vocab=20275, context=4096
+    ),
 }
 
 
 def random_model(shape: dict, folder: str) -> None:
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=shape["vocab"], hidden_size=shape["hidden"],
-        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-        intermediate_size=shape["intermediate"], max_position_embeddings=shape["context"],
-        hidden_act="relu", layer_norm_eps=1e-12, pad_token_id=0,
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["intermediate"],
+        max_position_embeddings=shape["context"],
+        hidden_act="relu",
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
     )
     BertForMaskedLM(config).save_pretrained(folder)
 
@@ -59,8 +66,9 @@ def baseline(folder: str, adata: ad.AnnData, special: bool, layer: int = -1) -> 
             ids[i, : len(c)] = torch.from_numpy(c.astype(np.int64))
             mask[i, : len(c)] = 1
         with torch.no_grad():
-            hidden = model(input_ids=ids, attention_mask=mask,
-                           output_hidden_states=True).hidden_states[n_layers + layer]
+            hidden = model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True
+            ).hidden_states[n_layers + layer]
         for i, c in enumerate(batch):
             out.append(hidden[i, 0] if special else hidden[i, : len(c)].mean(0))
     return torch.stack(out).numpy()
@@ -88,8 +96,9 @@ def measure(name: str, n_cells: int) -> dict:
         "scgf_cells_per_s": n_cells / fast,
         "baseline_cells_per_s": n_cells / slow,
         "speedup": slow / fast,
-        "max_rel_diff": float(np.max(np.abs(adata.obsm["X_geneformer"] - reference))
-                              / np.max(np.abs(reference))),
+        "max_rel_diff": float(
+            np.max(np.abs(adata.obsm["X_geneformer"] - reference)) / np.max(np.abs(reference))
+        ),
     }
 
 
@@ -99,8 +108,10 @@ def main() -> None:
     parser.add_argument("--cells-v2", type=int, default=120)
     args = parser.parse_args()
     scgf.settings.progress = False
-    results = [measure("Geneformer-V1-10M", args.cells_v1),
-               measure("gf-12L-95M-i4096", args.cells_v2)]
+    results = [
+        measure("Geneformer-V1-10M", args.cells_v1),
+        measure("gf-12L-95M-i4096", args.cells_v2),
+    ]
     results.append({"torch": torch.__version__, "threads": torch.get_num_threads()})
     print(json.dumps(results, indent=2))
 

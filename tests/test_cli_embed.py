@@ -48,8 +48,9 @@ def test_embed_file_tokenizes_and_embeds(single, model_dir, source):
     assert single.varm["X_geneformer"].shape == (single.n_vars, 16)
     expected = ad.read_h5ad(source)
     scgf.tl.embed(expected, model=model_dir)
-    np.testing.assert_allclose(single.obsm["X_geneformer"], expected.obsm["X_geneformer"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        single.obsm["X_geneformer"], expected.obsm["X_geneformer"], rtol=1e-5, atol=1e-6
+    )
     assert "X_geneformer" not in ad.read_h5ad(source).obsm  # input untouched
 
 
@@ -57,14 +58,32 @@ def test_embed_file_tokenizes_and_embeds(single, model_dir, source):
 def test_torchrun_two_processes_equal_one(single, model_dir, source, tmp_path):
     out = tmp_path / "dist.h5ad"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "-m", "scgf.cli", "--quiet", "embed", str(source),
-               str(out), "--model", str(model_dir), "--genes", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "scgf.cli",
+        "--quiet",
+        "embed",
+        str(source),
+        str(out),
+        "--model",
+        str(model_dir),
+        "--genes",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     merged = ad.read_h5ad(out)
-    np.testing.assert_allclose(merged.obsm["X_geneformer"], single.obsm["X_geneformer"],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(merged.varm["X_geneformer"], single.varm["X_geneformer"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        merged.obsm["X_geneformer"], single.obsm["X_geneformer"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        merged.varm["X_geneformer"], single.varm["X_geneformer"], rtol=1e-5, atol=1e-6
+    )
     assert (merged.obsm["gf_tokens"] != single.obsm["gf_tokens"]).nnz == 0

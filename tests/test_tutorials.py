@@ -18,14 +18,22 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 @pytest.mark.slow
 def test_embeddings_tutorial_runs(tmp_path):
     model = make_tiny_checkpoint(tmp_path / "model", "V2")
-    for name in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict",
-                 "gene_name_id_dict"):
+    for name in (
+        "token_dictionary",
+        "gene_median_dictionary",
+        "ensembl_mapping_dict",
+        "gene_name_id_dict",
+    ):
         (model / f"{name}_gc104M.pkl").write_bytes((DICTS / f"{name}_gc95M.pkl").read_bytes())
     notebook = nbformat.read(TUTORIALS / "01_embeddings.ipynb", as_version=4)
     params = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     params.source = f"MODEL = {str(model)!r}"
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)

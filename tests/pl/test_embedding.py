@@ -8,13 +8,13 @@ import anndata as ad
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.testing.compare import compare_images  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.testing.compare import compare_images
 
-import scgf  # noqa: E402
+import scgf
 
 BASELINE = Path(__file__).parent / "_images" / "embedding.png"
 
@@ -24,8 +24,9 @@ def fixed_layout() -> ad.AnnData:
     centers = np.array([[0, 0], [6, 1], [2, 7]])
     labels = np.repeat(["B cell", "T cell", "monocyte"], 40)
     coords = np.vstack([c + rng.normal(size=(40, 2)) for c in centers]).astype(np.float32)
-    adata = ad.AnnData(obs=pd.DataFrame({"cell_type": pd.Categorical(labels)},
-                                        index=[f"c{i}" for i in range(120)]))
+    adata = ad.AnnData(
+        obs=pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=[f"c{i}" for i in range(120)])
+    )
     adata.obsm["X_geneformer"] = rng.normal(size=(120, 8)).astype(np.float32)
     adata.obsm["X_umap_geneformer"] = coords
     return adata
@@ -33,8 +34,15 @@ def fixed_layout() -> ad.AnnData:
 
 def test_image_matches_baseline(tmp_path):
     adata = fixed_layout()
-    fig = scgf.pl.embedding(adata, color="cell_type", return_fig=True, show=False, size=60,
-                            frameon=False, title="Geneformer")
+    fig = scgf.pl.embedding(
+        adata,
+        color="cell_type",
+        return_fig=True,
+        show=False,
+        size=60,
+        frameon=False,
+        title="Geneformer",
+    )
     out = tmp_path / "embedding.png"
     fig.savefig(out, dpi=60, bbox_inches="tight")
     plt.close(fig)

@@ -18,12 +18,14 @@ def _compute_umap(adata: ad.AnnData, basis: str, random_state: int) -> None:
 
     values = np.asarray(adata.obsm[basis])
     usable = ~np.isnan(values).any(axis=1)
-    work = adata if usable.all() else ad.AnnData(obs=adata.obs[usable][[]],
-                                                  obsm={basis: values[usable]})
+    work = (
+        adata
+        if usable.all()
+        else ad.AnnData(obs=adata.obs[usable][[]], obsm={basis: values[usable]})
+    )
     neighbors = f"{basis}_neighbors"
     sc.pp.neighbors(work, use_rep=basis, key_added=neighbors, random_state=random_state)
-    sc.tl.umap(work, neighbors_key=neighbors, random_state=random_state,
-               key_added=umap_key(basis))
+    sc.tl.umap(work, neighbors_key=neighbors, random_state=random_state, key_added=umap_key(basis))
     if work is not adata:
         coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
         coords[usable] = work.obsm[umap_key(basis)]

@@ -1,5 +1,6 @@
-"""Tools that run Geneformer models: embeddings (perturbation and fine-tuning build on them)."""
+"""Tools that run Geneformer models: embeddings and in silico perturbation."""
 
 from ._embed import embed
+from ._perturb import perturb
 
-__all__ = ["embed"]
+__all__ = ["embed", "perturb"]

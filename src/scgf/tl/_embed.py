@@ -74,8 +74,9 @@ def embed(
     quantize
         ``"8bit"`` or ``"4bit"`` weights through bitsandbytes (CUDA only, ``scgf[quant]``).
     batch_tokens
-        Padded tokens per batch (default 65536 on CUDA, 16384 on MPS, 4096 on CPU). Cells are sorted by
-        length and padded to their batch's longest; on CUDA out-of-memory it is halved.
+        Padded tokens per batch (default 65536 on CUDA, 16384 on MPS, 4096 on CPU). Cells are
+        sorted by length and padded to their batch's longest; on CUDA out-of-memory it is
+        halved.
     chunk_size
         Cells read and written at a time (bounds memory on backed data).
     tokens_key

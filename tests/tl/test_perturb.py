@@ -1,0 +1,230 @@
+"""scgf.tl.perturb equals a direct implementation of the reference's perturbation (spec §5)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import scgf
+from tests._reference_perturber import Reference, copies_all, scores, state_means
+from tests._tiny import make_tiny_checkpoint
+from tests.conftest import DATA, needs_data, needs_dicts
+
+pytestmark = [needs_dicts, needs_data]
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("pv2"), "V2", seed=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_v1(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("pv1"), "V1", seed=5)
+
+
+def small_cells(vocab, n=4, gene_key=None, shortest=True):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")
+    scgf.pp.tokenize(adata, model=vocab, gene_key=gene_key)
+    lengths = np.diff(adata.obsm["gf_tokens"].indptr)
+    order = np.argsort(lengths)
+    return adata[np.sort(order[:n] if shortest else order[-n:])].copy()
+
+
+def per_cell_scores(adata, key="scgf_perturb"):
+    layer = adata.layers[key].tocoo()
+    return {
+        (int(r), int(c)): float(v) for r, c, v in zip(layer.row, layer.col, layer.data, strict=True)
+    }
+
+
+def var_of(adata, vocab):
+    tokens = vocab.map_genes(adata.var_names)
+    out = {}
+    for j, t in enumerate(tokens):
+        if t >= 0:
+            out.setdefault(int(t), j)
+    return out
+
+
+@pytest.mark.parametrize("perturb_type", ["delete", "overexpress", "inhibit", "activate"])
+def test_all_genes_v2_cls_matches_reference(tiny_v2, vocab_v2, perturb_type):
+    adata = small_cells(vocab_v2)
+    scgf.tl.perturb(adata, "all", perturb_type=perturb_type, model=tiny_v2, batch_tokens=700)
+    ref = Reference(tiny_v2, special=True)
+    got = per_cell_scores(adata)
+    column = var_of(adata, vocab_v2)
+    n = 0
+    for cell, seq in enumerate(scgf.get.tokens(adata)):
+        copies = copies_all(ref, list(map(int, seq)), perturb_type)
+        expected, _ = scores(ref, seq, copies, "cls")
+        for (tok, _), value in zip(copies, expected[:, 0], strict=True):
+            assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+            n += 1
+    assert n == len(got) > 50
+    table = scgf.get.perturb_df(adata)
+    assert set(table["state"]) == {"original"} and table["n_cells"].sum() == n
+
+
+def test_states_gene_shifts_and_statistics(tiny_v2, vocab_v2):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")
+    scgf.pp.tokenize(adata, model=vocab_v2)
+    states = {"key": "cell_type", "start": "CD34+", "goal": "CD14+ Monocyte", "alt": ["CD19+ B"]}
+    scgf.tl.perturb(adata, "all", model=tiny_v2, cell_states=states, max_cells=2, gene_shifts=True)
+    ref = Reference(tiny_v2, special=True)
+    seqs = [list(map(int, s)) for s in scgf.get.tokens(adata)]
+    labels = adata.obs["cell_type"].to_numpy()
+    embs = [
+        state_means(ref, [s for s, lab in zip(seqs, labels, strict=True) if lab == state], "cls")
+        for state in ["CD14+ Monocyte", "CD19+ B", "CD34+"]
+    ]
+    got = per_cell_scores(adata)
+    column = var_of(adata, vocab_v2)
+    perturbed_cells = sorted({c for c, _ in got})
+    assert len(perturbed_cells) == 2 and all(labels[c] == "CD34+" for c in perturbed_cells)
+    shifts = adata.uns["scgf_perturb"]["gene_shifts"]
+    for cell in perturbed_cells:
+        copies = copies_all(ref, seqs[cell], "delete")
+        expected, per_gene = scores(ref, seqs[cell], copies, "cls", states=embs, gene_shifts=True)
+        for (tok, _), value in zip(copies, expected[:, 0], strict=True):
+            assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    # The long table: goal, alt and start states, with the rank-sum test and BH FDR.
+    table = scgf.get.perturb_df(adata)
+    assert list(dict.fromkeys(table["state"])) == ["CD14+ Monocyte", "CD19+ B", "CD34+"]
+    goal = table[table["state"] == "CD14+ Monocyte"]
+    assert goal["pvalue"].between(0, 1).all() and (goal["fdr"] >= goal["pvalue"] - 1e-12).all()
+    # Gene shifts: a single-cell pair equals the reference's per-gene cosine.
+    one = shifts[shifts["n_cells"] == 1].iloc[0]
+    cell = next(c for c in perturbed_cells if (c, column.get(int(one["perturbation"]), -1)) in got)
+    _, per_gene = scores(
+        ref,
+        seqs[cell],
+        [c for c in copies_all(ref, seqs[cell], "delete") if c[0] == int(one["perturbation"])],
+        "cls",
+        gene_shifts=True,
+    )
+    assert one["mean_cosine"] == pytest.approx(
+        per_gene[(int(one["perturbation"]), int(one["affected"]))][0], rel=1e-5, abs=1e-6
+    )
+
+
+def test_v1_mean_pooling_matches_reference(tiny_v1, vocab_v1):
+    adata = small_cells(vocab_v1, n=3, gene_key="ensembl_id")
+    scgf.tl.perturb(adata, "all", model=tiny_v1)
+    ref = Reference(tiny_v1, special=False)
+    got = per_cell_scores(adata)
+    tokens = vocab_v1.map_genes(adata.var["ensembl_id"])
+    column = {int(t): j for j, t in reversed(list(enumerate(tokens))) if t >= 0}
+    for cell, seq in enumerate(scgf.get.tokens(adata)):
+        copies = copies_all(ref, list(map(int, seq)), "delete")
+        expected, _ = scores(ref, seq, copies, "mean")
+        for (tok, _), value in zip(copies, expected[:, 0], strict=True):
+            assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_gene_group_overexpression_with_absent_gene(tiny_v2, vocab_v2):
+    adata = small_cells(vocab_v2, n=3)
+    seqs = [list(map(int, s)) for s in scgf.get.tokens(adata)]
+    present = vocab_v2.id_of_token[seqs[0][5]]
+    absent = next(
+        g for g in ("ENSG00000105329", "ENSG00000169583") if vocab_v2.token_ids[g] not in seqs[0]
+    )
+    scgf.tl.perturb(adata, {"pair": [present, absent]}, perturb_type="overexpress", model=tiny_v2)
+    got = adata.obsm["scgf_perturb"]["pair"].to_numpy()
+    ref = Reference(tiny_v2, special=True)
+    toks = (vocab_v2.token_ids[present], vocab_v2.token_ids[absent])
+    for cell, seq in enumerate(seqs):
+        genes = [g for g in seq[1:-1] if g not in toks]
+        copy = [seq[0], *toks, *genes, seq[-1]]
+        expected, _ = scores(ref, seq, [(toks, copy)], "cls")
+        assert got[cell] == pytest.approx(expected[0, 0], rel=1e-5, abs=1e-6)
+
+
+def test_group_deletion_only_in_cells_expressing_all(tiny_v2, vocab_v2):
+    adata = small_cells(vocab_v2, n=6, shortest=False)
+    seqs = scgf.get.tokens(adata)
+    common = vocab_v2.id_of_token[int(seqs[0][1])]
+    scgf.tl.perturb(adata, [common], model=tiny_v2)
+    values = adata.obsm["scgf_perturb"].iloc[:, 0].to_numpy()
+    expresses = [vocab_v2.token_ids[common] in s for s in seqs]
+    assert list(~np.isnan(values)) == expresses
+
+
+def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
+    adata = small_cells(vocab_v2, n=12)
+    full = scgf.tl.perturb(adata, "all", model=tiny_v2, copy=True)
+    from scgf.tl import _perturb
+
+    original = _perturb.Checkpoint.save
+    saved = []
+
+    def interrupted(self, part):
+        original(self, part)
+        saved.append(len(part["done"]))
+        if len(saved) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_perturb.Checkpoint, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt")
+    monkeypatch.setattr(_perturb.Checkpoint, "save", original)
+    ran = []
+    real_run = _perturb._CellPerturber.run_cells
+    monkeypatch.setattr(
+        _perturb._CellPerturber,
+        "run_cells",
+        lambda self, tokens, cells: (ran.extend(cells), real_run(self, tokens, cells))[1],
+    )
+    scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt")
+    assert len(ran) == 12 - saved[0]
+    np.testing.assert_allclose(
+        adata.layers["scgf_perturb"].toarray(), full.layers["scgf_perturb"].toarray(), **TOL
+    )
+    a, b = scgf.get.perturb_df(adata), scgf.get.perturb_df(full)
+    np.testing.assert_allclose(a["mean_shift"], b["mean_shift"], **TOL)
+    with pytest.raises(ValueError, match="other parameters"):
+        scgf.tl.perturb(adata, "all", model=tiny_v2, layer=0, resume=tmp_path / "ckpt")
+
+
+def test_bad_requests(tiny_v2, vocab_v2):
+    adata = small_cells(vocab_v2, n=3)
+    with pytest.raises(ValueError, match="perturb_type"):
+        scgf.tl.perturb(adata, "all", perturb_type="knockout", model=tiny_v2)
+    with pytest.raises(ValueError, match="None of"):
+        scgf.tl.perturb(adata, ["NOT_A_GENE"], model=tiny_v2)
+    with pytest.raises(ValueError, match="pass anchor_gene"):
+        scgf.tl.perturb(adata, "all", combos=True, model=tiny_v2)
+    with pytest.raises(ValueError, match="No cells with obs"):
+        scgf.tl.perturb(
+            adata, "all", model=tiny_v2, cell_states={"key": "cell_type", "start": "x", "goal": "y"}
+        )
+    assert "scgf_perturb" not in adata.uns
+
+
+def test_anchor_combos(tiny_v2, vocab_v2):
+    adata = small_cells(vocab_v2, n=4)
+    seqs = [list(map(int, s)) for s in scgf.get.tokens(adata)]
+    anchor = seqs[0][2]
+    scgf.tl.perturb(
+        adata, "all", anchor_gene=vocab_v2.id_of_token[anchor], combos=True, model=tiny_v2
+    )
+    ref = Reference(tiny_v2, special=True)
+    got = per_cell_scores(adata)
+    column = var_of(adata, vocab_v2)
+    for cell, seq in enumerate(seqs):
+        if anchor not in seq:
+            assert not any(c == cell for c, _ in got)
+            continue
+        genes = seq[1:-1]
+        copies = [
+            (tok, [seq[0], *[g for g in genes if g not in (anchor, tok)], seq[-1]])
+            for tok in genes
+            if tok != anchor
+        ]
+        expected, _ = scores(ref, seq, [((anchor, t), c) for t, c in copies], "cls")
+        for (tok, _), value in zip(copies, expected[:, 0], strict=True):
+            assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    assert torch.get_num_threads() >= 1
