@@ -21,6 +21,7 @@ import time
 import anndata as ad
 import numpy as np
 import torch
+from tests._reference_forward import padded_forward
 from transformers import BertConfig, BertForMaskedLM
 
 import scgf
@@ -54,24 +55,9 @@ def random_model(shape: dict, folder: str) -> None:
 
 def baseline(folder: str, adata: ad.AnnData, special: bool, layer: int = -1) -> np.ndarray:
     model = BertForMaskedLM.from_pretrained(folder).eval()
-    n_layers = model.config.num_hidden_layers
     cells = scgf.get.tokens(adata)
-    out = []
-    for start in range(0, len(cells), 12):
-        batch = cells[start : start + 12]
-        width = max(len(c) for c in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, c in enumerate(batch):
-            ids[i, : len(c)] = torch.from_numpy(c.astype(np.int64))
-            mask[i, : len(c)] = 1
-        with torch.no_grad():
-            hidden = model(
-                input_ids=ids, attention_mask=mask, output_hidden_states=True
-            ).hidden_states[n_layers + layer]
-        for i, c in enumerate(batch):
-            out.append(hidden[i, 0] if special else hidden[i, : len(c)].mean(0))
-    return torch.stack(out).numpy()
+    hidden = padded_forward(model, cells, model.config.num_hidden_layers + layer)
+    return torch.stack([h[0] if special else h.mean(0) for h in hidden]).numpy()
 
 
 def measure(name: str, n_cells: int) -> dict:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from transformers import BertForMaskedLM
 
+from tests._reference_forward import padded_forward
+
 COS = torch.nn.CosineSimilarity(dim=-1)
 
 
@@ -20,21 +22,7 @@ class Reference:
         self.special = special
 
     def hidden(self, sequences):
-        out = []
-        for start in range(0, len(sequences), 12):
-            batch = sequences[start : start + 12]
-            width = max(len(s) for s in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
-            with torch.no_grad():
-                h = self.model(
-                    input_ids=ids, attention_mask=mask, output_hidden_states=True
-                ).hidden_states[self.index]
-            out.extend(h[i, : len(s)] for i, s in enumerate(batch))
-        return out
+        return padded_forward(self.model, sequences, self.index)
 
     def pool(self, hidden, pooling):
         if pooling == "cls":

@@ -87,3 +87,37 @@ def test_torchrun_two_processes_equal_one(single, model_dir, source, tmp_path):
         merged.varm["X_geneformer"], single.varm["X_geneformer"], rtol=1e-5, atol=1e-6
     )
     assert (merged.obsm["gf_tokens"] != single.obsm["gf_tokens"]).nnz == 0
+
+
+def test_perturb_file(model_dir, source, tmp_path):
+    out = tmp_path / "perturbed.h5ad"
+    args = [
+        "--quiet",
+        "perturb",
+        str(source),
+        str(out),
+        "--model",
+        str(model_dir),
+        "--max-cells",
+        "2",
+        "--state-key",
+        "cell_type",
+        "--start",
+        "CD14+ Monocyte",
+        "--goal",
+        "Dendritic",
+        "--resume",
+        str(tmp_path / "ckpt"),
+    ]
+    assert main(args) == 0
+    result = ad.read_h5ad(out)
+    table = scgf.get.perturb_df(result)
+    assert set(table["state"]) == {"Dendritic", "CD14+ Monocyte"}
+    assert (
+        result.layers["scgf_perturb"].nnz
+        == table.loc[table["state"] == "Dendritic", "n_cells"].sum()
+    )
+    # Running the same command again resumes from the finished checkpoint.
+    assert main(args) == 0
+    again = scgf.get.perturb_df(ad.read_h5ad(out))
+    np.testing.assert_allclose(again["mean_shift"], table["mean_shift"])

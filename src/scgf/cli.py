@@ -1,4 +1,4 @@
-"""The ``scgf`` command line: fetch checkpoints, tokenize and embed ``.h5ad`` files."""
+"""The ``scgf`` command line: fetch checkpoints; tokenize, embed and perturb ``.h5ad`` files."""
 
 from __future__ import annotations
 
@@ -92,6 +92,50 @@ def _embed(args: argparse.Namespace) -> None:
     print(f"embeddings written to {target} (obsm[{args.key_added!r}])")
 
 
+def _perturb(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from ._engine._distributed import local_device, world
+    from .tl import perturb
+
+    if args.group:
+        genes = {}
+        for spec in args.group:
+            name, _, members = spec.partition("=")
+            genes[name] = members.split(",")
+    elif args.genes == "all":
+        genes = "all"
+    else:
+        genes = args.genes.split(",")
+    states = None
+    if args.state_key:
+        states = {
+            "key": args.state_key,
+            "start": args.start,
+            "goal": args.goal,
+            "alt": args.alt or [],
+        }
+    rank, _ = world()
+    adata = ad.read_h5ad(args.input)
+    perturb(
+        adata,
+        genes,
+        perturb_type=args.perturb_type,
+        model=args.model,
+        cell_states=states,
+        anchor_gene=args.anchor_gene,
+        combos=args.combos,
+        gene_shifts=args.gene_shifts,
+        max_cells=args.max_cells,
+        resume=args.resume,
+        key_added=args.key_added,
+        device=args.device or local_device(),
+    )
+    if rank == 0:
+        adata.write_h5ad(args.output)
+        print(f"results written to {args.output} (uns[{args.key_added!r}])")
+
+
 def _has_group(path: Path, name: str) -> bool:
     import h5py
 
@@ -163,6 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch-tokens", type=int, default=None)
     emb.add_argument("--key-added", default="X_geneformer")
     emb.set_defaults(func=_embed)
+
+    per = sub.add_parser("perturb", help="in silico perturbation of the cells of an .h5ad")
+    per.add_argument("input", help="input .h5ad with raw counts or tokens")
+    per.add_argument("output", help="output .h5ad with the results")
+    per.add_argument("--genes", default="all", help="'all' or a comma-separated group")
+    per.add_argument("--group", action="append", help="NAME=GENE1,GENE2 (repeatable)")
+    per.add_argument(
+        "--perturb-type", default="delete", choices=["delete", "overexpress", "inhibit", "activate"]
+    )
+    per.add_argument("--model", default=models.DEFAULT_MODEL)
+    per.add_argument("--state-key", help="obs column of cell states")
+    per.add_argument("--start", help="start state (the cells perturbed)")
+    per.add_argument("--goal", help="goal state")
+    per.add_argument("--alt", action="append", help="alternative state (repeatable)")
+    per.add_argument("--anchor-gene")
+    per.add_argument("--combos", action="store_true")
+    per.add_argument("--gene-shifts", action="store_true")
+    per.add_argument("--max-cells", type=int)
+    per.add_argument("--resume", help="folder for checkpoints; rerun to continue")
+    per.add_argument("--device", default=None)
+    per.add_argument("--key-added", default="scgf_perturb")
+    per.set_defaults(func=_perturb)
     return parser
 
 

@@ -10,22 +10,12 @@ from transformers import BertForSequenceClassification
 
 import scgf
 from tests._reference_embedder import reference_embeddings
-from tests._tiny import make_tiny_checkpoint, tiny_config
+from tests._tiny import tiny_config
 from tests.conftest import DATA, needs_data, needs_dicts
 
 pytestmark = [needs_dicts, needs_data]
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
-
-
-@pytest.fixture(scope="module")
-def tiny_v2(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("v2"), "V2", seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_v1(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("v1"), "V1", seed=2)
 
 
 @pytest.fixture

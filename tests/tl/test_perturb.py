@@ -9,21 +9,10 @@ import torch
 
 import scgf
 from tests._reference_perturber import Reference, copies_all, scores, state_means
-from tests._tiny import make_tiny_checkpoint
 from tests.conftest import DATA, needs_data, needs_dicts
 
 pytestmark = [needs_dicts, needs_data]
 TOL = {"rtol": 1e-5, "atol": 1e-6}
-
-
-@pytest.fixture(scope="module")
-def tiny_v2(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("pv2"), "V2", seed=4)
-
-
-@pytest.fixture(scope="module")
-def tiny_v1(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("pv1"), "V1", seed=5)
 
 
 def small_cells(vocab, n=4, gene_key=None, shortest=True):

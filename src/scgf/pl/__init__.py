@@ -1,5 +1,6 @@
-"""Plots of scgf results, drawn through scanpy."""
+"""Plots of scgf results, drawn through scanpy/matplotlib."""
 
 from ._embedding import embedding
+from ._perturbation import perturbation
 
-__all__ = ["embedding"]
+__all__ = ["embedding", "perturbation"]
