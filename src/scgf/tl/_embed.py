@@ -7,7 +7,6 @@ from typing import Literal
 
 import anndata as ad
 import numpy as np
-import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
@@ -15,10 +14,11 @@ from .._anndata import rna_modality
 from .._engine import Runner, load_model, resolve_device, resolve_dtype
 from .._engine._distributed import shard, sum_across, world
 from .._settings import settings
-from ..get import check_token_vocabulary, token_params
+from ..get import check_token_vocabulary
 from ..models import DEFAULT_MODEL
 from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
+from ._common import as_csr, check_pooling, var_tokens
 from ._pooling import accumulate_genes, cls_pool, mean_pool
 from ._results import EmbeddingStore
 
@@ -102,7 +102,7 @@ def embed(
     compute_dtype = resolve_dtype(dtype, torch_device)
     loaded = load_model(model, device=torch_device, quantize=quantize)
     vocab = loaded.vocab
-    pooling = _check_pooling(pooling, vocab.special_tokens)
+    pooling = check_pooling(pooling, vocab.special_tokens)
     if tokens_key not in target.obsm:
         tokenize(target, model=vocab, key_added=tokens_key)
     else:
@@ -148,7 +148,7 @@ def embed(
     ) as bar:
         for lo in range(first, stop, chunk_size):
             hi = min(lo + chunk_size, stop)
-            chunk = _as_csr(tokens[lo:hi])
+            chunk = as_csr(tokens[lo:hi])
             out = np.full((hi - lo, loaded.hidden_size), np.nan, dtype=np.float32)
 
             def on_batch(rows, input_ids, lengths, hidden, out=out):
@@ -173,33 +173,9 @@ def embed(
         n = sum_across(store.gene_counts)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_token = (total / n[:, None]).astype(np.float32)
-        gene_embeddings = per_token[_var_tokens(target, vocab, tokens_key)]
+        gene_embeddings = per_token[var_tokens(target, vocab, tokens_key)]
     store.finish(gene_embeddings)
     logger.info(
         "embedded %d cells with %s (layer %d, %s)", target.n_obs, loaded.name, layer, pooling
     )
     return data if copy else None
-
-
-def _check_pooling(pooling: str | None, special_tokens: bool) -> str:
-    if pooling is None:
-        return "cls" if special_tokens else "mean"
-    if pooling not in ("cls", "mean"):
-        raise ValueError(f"pooling={pooling!r}; use 'cls' or 'mean'.")
-    if pooling == "cls" and not special_tokens:
-        raise ValueError(
-            "pooling='cls' needs a V2 model: V1 cells have no <cls> token. Use pooling='mean'."
-        )
-    return pooling
-
-
-def _as_csr(block) -> sp.csr_matrix:
-    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
-
-
-def _var_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> np.ndarray:
-    """Token id of each variable (0, whose row is NaN, for genes outside the vocabulary)."""
-    gene_key = token_params(adata, tokens_key).get("gene_key")
-    ids = adata.var[gene_key] if gene_key else adata.var_names
-    tokens = vocab.map_genes(np.asarray(ids))
-    return np.where(tokens >= 0, tokens, vocab.pad_id)

@@ -20,7 +20,7 @@ from ..get import check_token_vocabulary
 from ..models import DEFAULT_MODEL
 from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
-from ._embed import _as_csr, _check_pooling, _var_tokens
+from ._common import as_csr, check_pooling, var_tokens
 from ._perturb_checkpoint import Checkpoint
 from ._perturb_plan import ALL, check_states, make_plan, select_cells
 from ._perturb_scores import aligned_gene_cosines, alignment, cosine, state_shifts
@@ -143,13 +143,13 @@ def perturb(
     compute_dtype = resolve_dtype(dtype, torch_device)
     loaded = load_model(model, device=torch_device)
     vocab = loaded.vocab
-    pooling = _check_pooling(pooling, vocab.special_tokens)
+    pooling = check_pooling(pooling, vocab.special_tokens)
     plan = make_plan(genes, vocab, anchor_gene, combos)
     if tokens_key not in target.obsm:
         tokenize(target, model=vocab, key_added=tokens_key)
     else:
         check_token_vocabulary(target, vocab, tokens_key)
-    tokens = _as_csr(target.obsm[tokens_key][:])
+    tokens = as_csr(target.obsm[tokens_key][:])
     runner = Runner(loaded, layer=layer, dtype=compute_dtype, token_budget=batch_tokens)
     cells = select_cells(target, np.diff(tokens.indptr), mask, cell_states, max_cells, random_state)
     params = {
@@ -359,7 +359,7 @@ def _gather(records: dict, size: int) -> dict:
 def _gene_names(adata: ad.AnnData, vocab, tokens_key: str) -> dict[int, str]:
     """Display name of each token: the first variable mapping to it, else its Ensembl ID."""
     names = {}
-    for name, tok in zip(adata.var_names, _var_tokens(adata, vocab, tokens_key), strict=True):
+    for name, tok in zip(adata.var_names, var_tokens(adata, vocab, tokens_key), strict=True):
         if tok != vocab.pad_id:
             names.setdefault(int(tok), str(name))
     return names
@@ -427,7 +427,7 @@ def _per_cell(adata, key, records, plan, vocab, tokens_key, label) -> None:
     first = records["scores"][:, 0]
     if plan.mode == ALL:
         var_of_token = {}
-        for j, tok in enumerate(_var_tokens(adata, vocab, tokens_key)):
+        for j, tok in enumerate(var_tokens(adata, vocab, tokens_key)):
             var_of_token.setdefault(int(tok), j)
         cols = np.array([var_of_token.get(int(p), -1) for p in records["perturbation"]])
         keep = cols >= 0

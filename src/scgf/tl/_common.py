@@ -1,0 +1,35 @@
+"""Helpers the tools share: pooling choice, token blocks, the vocabulary token of each gene."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from ..get import token_params
+
+
+def check_pooling(pooling: str | None, special_tokens: bool) -> str:
+    """The pooling to use: ``cls`` on V2 and ``mean`` on V1 by default; ``cls`` needs V2."""
+    if pooling is None:
+        return "cls" if special_tokens else "mean"
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling={pooling!r}; use 'cls' or 'mean'.")
+    if pooling == "cls" and not special_tokens:
+        raise ValueError(
+            "pooling='cls' needs a V2 model: V1 cells have no <cls> token. Use pooling='mean'."
+        )
+    return pooling
+
+
+def as_csr(block) -> sp.csr_matrix:
+    """A block of the token matrix (CSR, backed rows or dense) as an in-memory CSR."""
+    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
+
+
+def var_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> np.ndarray:
+    """Token id of each variable (0, whose row is NaN, for genes outside the vocabulary)."""
+    gene_key = token_params(adata, tokens_key).get("gene_key")
+    ids = adata.var[gene_key] if gene_key else adata.var_names
+    tokens = vocab.map_genes(np.asarray(ids))
+    return np.where(tokens >= 0, tokens, vocab.pad_id)
