@@ -102,9 +102,9 @@ def test_perturb_file(model_dir, source, tmp_path):
         "2",
         "--state-key",
         "cell_type",
-        "--start",
+        "--start-state",
         "CD14+ Monocyte",
-        "--goal",
+        "--goal-state",
         "Dendritic",
         "--resume",
         str(tmp_path / "ckpt"),
@@ -121,3 +121,50 @@ def test_perturb_file(model_dir, source, tmp_path):
     assert main(args) == 0
     again = scgf.get.perturb_df(ad.read_h5ad(out))
     np.testing.assert_allclose(again["mean_shift"], table["mean_shift"])
+
+
+@pytest.mark.slow
+def test_perturb_under_torchrun_equals_one_process(model_dir, source, tmp_path):
+    args = [
+        "--quiet",
+        "perturb",
+        str(source),
+        "OUT",
+        "--model",
+        str(model_dir),
+        "--max-cells",
+        "4",
+        "--state-key",
+        "cell_type",
+        "--start-state",
+        "CD14+ Monocyte",
+        "--goal-state",
+        "Dendritic",
+        "--device",
+        "cpu",
+    ]
+    single = tmp_path / "single.h5ad"
+    assert main([a if a != "OUT" else str(single) for a in args]) == 0
+    merged = tmp_path / "merged.h5ad"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "scgf.cli",
+        *[a if a != "OUT" else str(merged) for a in args],
+        "--resume",
+        str(tmp_path / "ckpt"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = scgf.get.perturb_df(ad.read_h5ad(single)).sort_values(["state", "gene"])
+    b = scgf.get.perturb_df(ad.read_h5ad(merged)).sort_values(["state", "gene"])
+    assert list(a["gene"]) == list(b["gene"]) and list(a["n_cells"]) == list(b["n_cells"])
+    for column in ("mean_shift", "pvalue"):
+        np.testing.assert_allclose(a[column], b[column], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank0-of-2", "rank1-of-2"]

@@ -111,9 +111,9 @@ def _perturb(args: argparse.Namespace) -> None:
     if args.state_key:
         states = {
             "key": args.state_key,
-            "start": args.start,
-            "goal": args.goal,
-            "alt": args.alt or [],
+            "start": args.start_state,
+            "goal": args.goal_state,
+            "alt": args.alt_state or [],
         }
     rank, _ = world()
     adata = ad.read_h5ad(args.input)
@@ -218,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     per.add_argument("--model", default=models.DEFAULT_MODEL)
     per.add_argument("--state-key", help="obs column of cell states")
-    per.add_argument("--start", help="start state (the cells perturbed)")
-    per.add_argument("--goal", help="goal state")
-    per.add_argument("--alt", action="append", help="alternative state (repeatable)")
+    # Not --start/--goal: torchrun would read an abbreviated --start as its --start-method.
+    per.add_argument("--start-state", help="start state (the cells perturbed)")
+    per.add_argument("--goal-state", help="goal state")
+    per.add_argument("--alt-state", action="append", help="alternative state (repeatable)")
     per.add_argument("--anchor-gene")
     per.add_argument("--combos", action="store_true")
     per.add_argument("--gene-shifts", action="store_true")

@@ -175,7 +175,9 @@ def perturb(
     engine = _CellPerturber(
         runner, plan, perturb_type, pooling, vocab, state_embs, gene_shifts, rank_shift
     )
-    checkpoint = Checkpoint(resume, {**params, "rank": rank, "size": size})
+    if resume is not None and size > 1:  # one folder per process of a torchrun job
+        resume = f"{resume}/rank{rank}-of-{size}"
+    checkpoint = Checkpoint(resume, params)
     start, stop = shard(len(cells), rank, size)
     todo = [int(c) for c in cells[start:stop] if int(c) not in checkpoint.done_cells]
     with tqdm(
