@@ -18,6 +18,19 @@ from tests.conftest import DATA, DICTS, needs_data, needs_dicts
 pytestmark = [needs_dicts, needs_data]
 
 
+# Two CPU processes (gloo) running the scgf command line.
+TORCHRUN_2 = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+    "-m",
+    "scgf.cli",
+]
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny V2 checkpoint folder carrying the real V2 dictionaries (works offline)."""
@@ -59,14 +72,7 @@ def test_torchrun_two_processes_equal_one(single, model_dir, source, tmp_path):
     out = tmp_path / "dist.h5ad"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "scgf.cli",
+        *TORCHRUN_2,
         "--quiet",
         "embed",
         str(source),
@@ -147,14 +153,7 @@ def test_perturb_under_torchrun_equals_one_process(model_dir, source, tmp_path):
     assert main([a if a != "OUT" else str(single) for a in args]) == 0
     merged = tmp_path / "merged.h5ad"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "scgf.cli",
+        *TORCHRUN_2,
         *[a if a != "OUT" else str(merged) for a in args],
         "--resume",
         str(tmp_path / "ckpt"),

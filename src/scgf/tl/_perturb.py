@@ -21,7 +21,7 @@ from ..models import DEFAULT_MODEL
 from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
 from ._common import as_csr, check_pooling, var_tokens
-from ._perturb_checkpoint import Checkpoint
+from ._perturb_checkpoint import RECORD_KEYS, Checkpoint
 from ._perturb_plan import ALL, check_states, make_plan, select_cells
 from ._perturb_scores import aligned_gene_cosines, alignment, cosine, state_shifts
 from ._perturb_stats import summarize
@@ -243,18 +243,7 @@ class _CellPerturber:
         return torch.cat(hidden), torch.cat(pooled)
 
     def run_cells(self, tokens: sp.csr_matrix, cells: list[int]) -> dict[str, np.ndarray]:
-        out = {
-            k: []
-            for k in (
-                "cell",
-                "perturbation",
-                "scores",
-                "gene_pert",
-                "gene_token",
-                "gene_sum",
-                "gene_count",
-            )
-        }
+        out = {k: [] for k in RECORD_KEYS}
         for cell in cells:
             row = tokens[cell]
             seq = row.data[np.argsort(row.indices)].astype(np.int64)

@@ -7,6 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
+# The arrays of a block: one entry per (cell, perturbation), and per affected gene.
+RECORD_KEYS = (
+    "cell",
+    "perturbation",
+    "scores",
+    "gene_pert",
+    "gene_token",
+    "gene_sum",
+    "gene_count",
+)
+
 
 class Checkpoint:
     """A folder of finished blocks of cells (``part-*.npz``) and the run's parameters.
@@ -50,16 +61,6 @@ class Checkpoint:
 
     def merged(self) -> dict[str, np.ndarray]:
         """All blocks' arrays concatenated."""
-        keys = (
-            "cell",
-            "perturbation",
-            "scores",
-            "gene_pert",
-            "gene_token",
-            "gene_sum",
-            "gene_count",
-            "done",
-        )
         if not self.parts:
             return {}
-        return {k: np.concatenate([p[k] for p in self.parts]) for k in keys}
+        return {k: np.concatenate([p[k] for p in self.parts]) for k in (*RECORD_KEYS, "done")}
