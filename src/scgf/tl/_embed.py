@@ -124,7 +124,6 @@ def embed(
         loaded.hidden_size,
         params,
         genes=genes,
-        vocab_size=len(vocab.id_of_token),
         distributed=size > 1,
     )
     start, stop = shard(target.n_obs, rank, size)
@@ -163,14 +162,14 @@ def embed(
 
             runner.run(chunk, on_batch, progress=bar)
             bar.update(int((np.diff(chunk.indptr) == 0).sum()))
-            store.write(
-                lo, out, None if sums is None else (sums.cpu().numpy(), counts.cpu().numpy())
-            )
+            # Gene sums are saved only where a later call can resume from them (a file).
+            keep_sums = sums is not None and store.persistent
+            store.write(lo, out, (sums.cpu().numpy(), counts.cpu().numpy()) if keep_sums else None)
 
     gene_embeddings = None
     if genes:
-        total = sum_across(store.gene_sums if store.gene_sums is not None else np.zeros(1))
-        n = sum_across(store.gene_counts)
+        total = sum_across(sums.cpu().numpy())
+        n = sum_across(counts.cpu().numpy())
         with np.errstate(invalid="ignore", divide="ignore"):
             per_token = (total / n[:, None]).astype(np.float32)
         gene_embeddings = per_token[var_tokens(target, vocab, tokens_key)]

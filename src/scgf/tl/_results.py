@@ -26,7 +26,7 @@ class EmbeddingStore:
     becomes ``obsm[key]`` only when the run completes.
     """
 
-    def __init__(self, adata, key, hidden, params, genes, vocab_size, backed_group=None):
+    def __init__(self, adata, key, hidden, params, genes, backed_group=None):
         self.adata, self.key, self.params = adata, key, _clean(params)
         self.genes = genes
         self.group = backed_group
@@ -40,6 +40,11 @@ class EmbeddingStore:
             self.gene_sums = backed_group["gene_sums"][()]
             self.gene_counts = backed_group["gene_counts"][()]
 
+    @property
+    def persistent(self) -> bool:
+        """Whether results go to a file (and a later call can resume)."""
+        return self.group is not None
+
     @classmethod
     def open(
         cls,
@@ -49,13 +54,12 @@ class EmbeddingStore:
         params: dict,
         *,
         genes: bool,
-        vocab_size: int,
         distributed: bool,
     ) -> EmbeddingStore:
         """A store for ``adata``: file-backed and resumable when ``adata`` is backed ``r+``."""
         writable = adata.isbacked and adata.file._file.mode == "r+" and not distributed
         if not writable:
-            return cls(adata, key, hidden, params, genes, vocab_size)
+            return cls(adata, key, hidden, params, genes)
         # Outside obsm, so that anndata never reads an unfinished run.
         partial = adata.file._file.require_group(PARTIAL_GROUP)
         name = f"embed_{key}"
@@ -70,7 +74,7 @@ class EmbeddingStore:
             group.create_dataset(
                 "emb", shape=(adata.n_obs, hidden), dtype="float32", fillvalue=np.nan
             )
-        return cls(adata, key, hidden, params, genes, vocab_size, backed_group=group)
+        return cls(adata, key, hidden, params, genes, backed_group=group)
 
     def write(self, start: int, values: np.ndarray, gene_state) -> None:
         """Store the embeddings of cells ``start …`` and the running gene sums."""
