@@ -19,7 +19,7 @@ from ..models import DEFAULT_MODEL
 from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
 from ._common import as_csr, check_pooling, var_tokens
-from ._pooling import accumulate_genes, cls_pool, mean_pool
+from ._pooling import accumulate_genes, pool
 from ._results import EmbeddingStore
 
 logger = logging.getLogger("scgf")
@@ -151,12 +151,7 @@ def embed(
             out = np.full((hi - lo, loaded.hidden_size), np.nan, dtype=np.float32)
 
             def on_batch(rows, input_ids, lengths, hidden, out=out):
-                pooled = (
-                    cls_pool(hidden)
-                    if pooling == "cls"
-                    else mean_pool(hidden, lengths, vocab.special_tokens)
-                )
-                out[rows] = pooled.cpu().numpy()
+                out[rows] = pool(hidden, lengths, pooling, vocab.special_tokens).cpu().numpy()
                 if sums is not None:
                     accumulate_genes(hidden, input_ids, lengths, vocab.special_tokens, sums, counts)
 

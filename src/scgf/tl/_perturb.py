@@ -27,7 +27,7 @@ from ._perturb_scores import aligned_gene_cosines, alignment, cosine, state_shif
 from ._perturb_stats import summarize
 from ._perturb_tokens import PERTURB_TYPES, changes_anything
 from ._perturb_tokens import perturb as perturb_tokens
-from ._pooling import cls_pool, mean_pool
+from ._pooling import pool
 
 logger = logging.getLogger("scgf")
 
@@ -179,7 +179,8 @@ def perturb(
         resume = f"{resume}/rank{rank}-of-{size}"
     checkpoint = Checkpoint(resume, params)
     start, stop = shard(len(cells), rank, size)
-    todo = [int(c) for c in cells[start:stop] if int(c) not in checkpoint.done_cells]
+    done = checkpoint.done_cells
+    todo = [int(c) for c in cells[start:stop] if int(c) not in done]
     with tqdm(
         total=stop - start,
         initial=stop - start - len(todo),
@@ -237,9 +238,7 @@ class _CellPerturber:
             lengths = torch.tensor([len(s) for s in batch])
             h = self.runner.hidden_states(ids, lengths)
             hidden.append(h)
-            pooled.append(
-                cls_pool(h) if self.pooling == "cls" else mean_pool(h, lengths, self.special)
-            )
+            pooled.append(pool(h, lengths, self.pooling, self.special))
         return torch.cat(hidden), torch.cat(pooled)
 
     def run_cells(self, tokens: sp.csr_matrix, cells: list[int]) -> dict[str, np.ndarray]:
@@ -274,19 +273,11 @@ class _CellPerturber:
         original_out = {n: self._forward([self._wrap(o)]) for n, o in distinct.items()}
         hidden_p, pooled_p = self._forward([self._wrap(c) for c in copies])
         n = len(copies)
+        pooled_o = torch.stack([original_out[len(o)][1][0] for o in originals])
         if self.states is not None:
-            scores = torch.stack(
-                [
-                    state_shifts(
-                        pooled_p[j : j + 1], original_out[len(originals[j])][1][0], self.states
-                    )[0]
-                    for j in range(n)
-                ]
-            )
+            scores = state_shifts(pooled_p, pooled_o, self.states)
         elif self.pooling == "cls":
-            scores = torch.stack(
-                [cosine(pooled_p[j], original_out[len(originals[j])][1][0]) for j in range(n)]
-            )[:, None]
+            scores = cosine(pooled_p, pooled_o)[:, None]
         if (self.pooling == "mean" and self.states is None) or self.gene_shifts:
             cos_sum = torch.zeros(n, dtype=torch.float64)
             cos_n = torch.zeros(n, dtype=torch.float64)
@@ -310,8 +301,7 @@ class _CellPerturber:
                     pids = np.array([todo[j][0] for j in range(n)])[copy_idx]
                     out["gene_pert"].append(pids)
                     out["gene_token"].append(pairs[3])
-                    out["gene_sum"].append(cos.numpy())
-                    out["gene_count"].append(np.ones(len(cos)))
+                    out["gene_cosine"].append(cos.numpy())
             if self.pooling == "mean" and self.states is None:
                 scores = (cos_sum / cos_n)[:, None]
         out["cell"].append(np.full(n, cell))
@@ -328,8 +318,7 @@ def _state_embeddings(adata, tokens, runner, pooling, special, key, states) -> t
         total = torch.zeros(runner.loaded.hidden_size, dtype=torch.float64)
 
         def on_batch(_rows, _ids, lengths, hidden, total=total):
-            pooled = cls_pool(hidden) if pooling == "cls" else mean_pool(hidden, lengths, special)
-            total += pooled.double().sum(0).cpu()
+            total += pool(hidden, lengths, pooling, special).double().sum(0).cpu()
 
         runner.run(tokens[rows], on_batch)
         means.append((total / len(rows)).float())
@@ -394,7 +383,7 @@ def _store(adata, key, records, plan, vocab, states, params, tokens_key, *, test
             {
                 "perturbation": records["gene_pert"].astype(np.int64),
                 "affected": records["gene_token"].astype(np.int64),
-                "cosine": records["gene_sum"],
+                "cosine": records["gene_cosine"],
             }
         )
         shifts = (

@@ -14,8 +14,7 @@ RECORD_KEYS = (
     "scores",
     "gene_pert",
     "gene_token",
-    "gene_sum",
-    "gene_count",
+    "gene_cosine",
 )
 
 

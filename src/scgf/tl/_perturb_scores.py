@@ -16,8 +16,11 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def state_shifts(
     perturbed: torch.Tensor, original: torch.Tensor, states: torch.Tensor
 ) -> torch.Tensor:
-    """``cos(perturbed, E_S) - cos(original, E_S)`` for every copy and state: (copies, states)."""
-    return cosine(perturbed[:, None, :], states[None]) - cosine(original[None, :], states)[None]
+    """``cos(perturbed, E_S) - cos(original, E_S)`` for every copy and state: (copies, states).
+
+    ``original`` holds each copy's original embedding (copies × hidden).
+    """
+    return cosine(perturbed[:, None, :], states[None]) - cosine(original[:, None, :], states[None])
 
 
 def aligned_gene_cosines(

@@ -25,6 +25,15 @@ def mean_pool(hidden: torch.Tensor, lengths: torch.Tensor, special_tokens: bool)
     return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
 
 
+def pool(
+    hidden: torch.Tensor, lengths: torch.Tensor, pooling: str, special_tokens: bool
+) -> torch.Tensor:
+    """Cell embeddings of a batch: ``"cls"`` or ``"mean"`` pooling."""
+    if pooling == "cls":
+        return cls_pool(hidden)
+    return mean_pool(hidden, lengths, special_tokens)
+
+
 def accumulate_genes(
     hidden: torch.Tensor,
     input_ids: torch.Tensor,
