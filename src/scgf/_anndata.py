@@ -40,6 +40,23 @@ def count_matrix(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+# Unfinished results in a backed file live here, outside obsm, so anndata never reads them.
+PARTIAL_GROUP = "scgf_partial"
+
+
+def writable_file(adata: ad.AnnData) -> bool:
+    """Whether ``adata`` is backed by a file opened for writing (``backed="r+"``)."""
+    return adata.isbacked and adata.file._file.mode == "r+"
+
+
+def drop_partial(handle, path: str = "") -> None:
+    """Delete ``path`` (if given) and the partial-results group once it is empty."""
+    if path and path in handle:
+        del handle[path]
+    if PARTIAL_GROUP in handle and not len(handle[PARTIAL_GROUP]):
+        del handle[PARTIAL_GROUP]
+
+
 def iter_row_chunks(matrix, chunk_size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     """Yield ``(start, stop, CSR chunk)`` over the rows of a dense, sparse or backed matrix.
 

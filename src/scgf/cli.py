@@ -56,8 +56,8 @@ def _tokenize(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     import anndata as ad
 
+    from ._anndata import PARTIAL_GROUP
     from ._engine._distributed import local_device, world
-    from .pp._token_store import PARTIAL_GROUP
     from .tl import embed
 
     source, target = Path(args.input), Path(args.output)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pooch
 import torch
 from transformers import BertConfig, BertModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
@@ -41,14 +41,6 @@ class LoadedModel:
         """Parameters that identify the model in ``adata.uns``."""
         info = {"model": self.name, "revision": self.revision, "sha256": self.sha256}
         return {k: v for k, v in info.items() if v is not None}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _weight_file(folder: Path) -> Path | None:
@@ -137,7 +129,7 @@ def load_model(
         weights = _weight_file(folder)
         if weights is None:
             raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin.")
-        name, revision, sha = str(folder), None, _sha256(weights)
+        name, revision, sha = str(folder), None, pooch.file_hash(str(weights), alg="sha256")
     vocab = vocabulary or get_vocabulary(folder if entry is None else entry.name)
     quantization = _quantization_config(quantize, device)
     kwargs: dict = {"add_pooling_layer": False, "attn_implementation": "sdpa"}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
+import pooch
 
 from ..vocab import Vocabulary, find_dictionary_files
 from ._fetch import fetch_file
@@ -157,15 +157,14 @@ def _vocabulary_from_config(directory: Path) -> Vocabulary:
 
 def _published_name(files: dict[str, Path]) -> str | None:
     """The published vocabulary whose token and median dictionaries these files are."""
-    digests = {role: _sha256(files[role]) for role in ("token_dictionary", "gene_median")}
+    digests = {
+        role: pooch.file_hash(str(files[role]), alg="sha256")
+        for role in ("token_dictionary", "gene_median")
+    }
     for name, spec in published_vocabularies().items():
         if all(spec.files[role].sha256 == digest for role, digest in digests.items()):
             return name
     return None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # Token-dictionary sizes of the published vocabularies (special tokens included).

@@ -6,15 +6,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-PARTIAL_GROUP = "scgf_partial"
-
-
-def _drop(handle, path: str) -> None:
-    """Delete ``path`` (if given) and the partial-results group once it is empty."""
-    if path and path in handle:
-        del handle[path]
-    if PARTIAL_GROUP in handle and not len(handle[PARTIAL_GROUP]):
-        del handle[PARTIAL_GROUP]
+from .._anndata import PARTIAL_GROUP, drop_partial, writable_file
 
 
 def _clean_params(params: dict) -> dict:
@@ -41,8 +33,7 @@ class TokenWriter:
     @classmethod
     def for_target(cls, adata: ad.AnnData, key: str, context: int, *, stream: bool) -> TokenWriter:
         """A writer for ``adata``; streams to disk when ``adata`` is backed in ``r+`` mode."""
-        writable = adata.isbacked and adata.file._file.mode == "r+"
-        return cls(adata, key, context, store=stream, stream=stream and writable)
+        return cls(adata, key, context, store=stream, stream=stream and writable_file(adata))
 
     def add(self, chunk: sp.csr_matrix) -> None:
         """Append the tokens of the next cells."""
@@ -63,7 +54,7 @@ class TokenWriter:
         """Forget a failed run: drop the partial group from the file."""
         self.pieces.clear()
         if self.stream and self.dataset is not None:
-            _drop(self.adata.file._file, self._partial)
+            drop_partial(self.adata.file._file, self._partial)
             self.dataset = None
 
     def finish(self, params: dict):
@@ -86,7 +77,7 @@ class TokenWriter:
         if self.key in group:
             del group[self.key]
         handle.move(self._partial, f"obsm/{self.key}")
-        _drop(handle, "")
+        drop_partial(handle)
         tokens = ad.io.sparse_dataset(group[self.key])
         self.adata.obsm[self.key] = tokens
         self.adata.uns[self.key] = {"params": params}

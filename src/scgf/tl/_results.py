@@ -7,8 +7,8 @@ import json
 import anndata as ad
 import numpy as np
 
+from .._anndata import PARTIAL_GROUP, drop_partial, writable_file
 from .._engine._distributed import sum_across
-from ..pp._token_store import PARTIAL_GROUP, _drop
 
 _ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 
@@ -57,7 +57,7 @@ class EmbeddingStore:
         distributed: bool,
     ) -> EmbeddingStore:
         """A store for ``adata``: file-backed and resumable when ``adata`` is backed ``r+``."""
-        writable = adata.isbacked and adata.file._file.mode == "r+" and not distributed
+        writable = writable_file(adata) and not distributed
         if not writable:
             return cls(adata, key, hidden, params, genes)
         # Outside obsm, so that anndata never reads an unfinished run.
@@ -109,7 +109,7 @@ class EmbeddingStore:
         if self.key in obsm:
             del obsm[self.key]
         obsm.move(f"{self.group.name}/emb", f"{obsm.name}/{self.key}")
-        _drop(handle, self.group.name)
+        drop_partial(handle, self.group.name)
         dataset = obsm[self.key]
         dataset.attrs.update(_ARRAY_ATTRS)
         self.adata.obsm[self.key] = dataset
