@@ -25,6 +25,11 @@ def tiny_config(version: str = "V2", *, hidden: int = 16, layers: int = 2) -> Be
         type_vocab_size=2,
         hidden_dropout_prob=0.02,
         attention_probs_dropout_prob=0.02,
+        # BERT's default 0.02 makes a 16-wide random model nearly blind to its input: deleting
+        # a gene moves <cls> by ~1e-7 (float noise), so tests could not tell right from wrong.
+        # At 0.2 it spans ~2e-6..1e-3 (median 2e-4), far above the 1e-6 tolerance, while
+        # fp32 rounding stays below it (a more peaked attention, e.g. 0.5, amplifies it).
+        initializer_range=0.2,
     )
 
 

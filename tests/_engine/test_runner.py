@@ -80,3 +80,24 @@ def test_out_of_memory_halves_the_budget_and_retries(tmp_path, hub_settings, mon
     seen = []
     runner.run(tokens, lambda rows, ids, lens, hidden: seen.extend(rows.tolist()))
     assert failures == [4] and sorted(seen) == [0, 1, 2, 3] and runner.token_budget == 32
+
+
+@needs_dicts
+@pytest.mark.parametrize("layer", [0, -1, -2])
+def test_first_token_only_equals_the_full_layer(tmp_path, hub_settings, layer):
+    torch.manual_seed(1)
+    folder = make_tiny_checkpoint(tmp_path, "V2")
+    loaded = load_model(folder, device=torch.device("cpu"))
+    full = Runner(loaded, layer=layer)
+    first = Runner(loaded, layer=layer, first_token_only=True)
+    assert (first.top_layer is not None) == (layer > -2)  # the 2-layer model's -2 is the input
+    for lengths in ([37, 12, 5], [9, 9]):  # padded and unpadded batches
+        ids = torch.randint(4, 20_000, (len(lengths), max(lengths)))
+        ids[:, 0] = 2
+        for i, n in enumerate(lengths):
+            ids[i, n:] = 0
+        lengths = torch.tensor(lengths)
+        expected = full.hidden_states(ids, lengths)[:, :1]
+        got = first.hidden_states(ids, lengths)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

@@ -65,6 +65,7 @@ def test_real_shapes_match_reference(tmp_path, version, shape, vocab_v1, vocab_v
     config = tiny_config(version, hidden=shape["hidden"], layers=shape["layers"])
     config.num_attention_heads = shape["heads"]
     config.intermediate_size = 2 * shape["hidden"]
+    config.initializer_range = 0.02  # BERT's own scale for a real-width model
     from transformers import BertForMaskedLM
 
     BertForMaskedLM(config).save_pretrained(tmp_path)

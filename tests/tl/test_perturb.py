@@ -5,7 +5,6 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 import scgf
 from tests._reference_perturber import Reference, copies_all, scores, state_means
@@ -21,6 +20,11 @@ def small_cells(vocab, n=4, gene_key=None, shortest=True):
     lengths = np.diff(adata.obsm["gf_tokens"].indptr)
     order = np.argsort(lengths)
     return adata[np.sort(order[:n] if shortest else order[-n:])].copy()
+
+
+def assert_not_noise(values) -> None:
+    """The scores vary far beyond the tolerance, so matching them means something."""
+    assert np.ptp(np.asarray(list(values))) > 100 * TOL["atol"]
 
 
 def per_cell_scores(adata, key="scgf_perturb"):
@@ -54,6 +58,7 @@ def test_all_genes_v2_cls_matches_reference(tiny_v2, vocab_v2, perturb_type):
             assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
             n += 1
     assert n == len(got) > 50
+    assert_not_noise(got.values())
     table = scgf.get.perturb_df(adata)
     assert set(table["state"]) == {"original"} and table["n_cells"].sum() == n
 
@@ -74,30 +79,27 @@ def test_states_gene_shifts_and_statistics(tiny_v2, vocab_v2):
     column = var_of(adata, vocab_v2)
     perturbed_cells = sorted({c for c, _ in got})
     assert len(perturbed_cells) == 2 and all(labels[c] == "CD34+" for c in perturbed_cells)
-    shifts = adata.uns["scgf_perturb"]["gene_shifts"]
+    expected_shifts = {}
     for cell in perturbed_cells:
         copies = copies_all(ref, seqs[cell], "delete")
         expected, per_gene = scores(ref, seqs[cell], copies, "cls", states=embs, gene_shifts=True)
         for (tok, _), value in zip(copies, expected[:, 0], strict=True):
             assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+        for pair, values in per_gene.items():
+            expected_shifts.setdefault(pair, []).extend(values)
     # The long table: goal, alt and start states, with the rank-sum test and BH FDR.
     table = scgf.get.perturb_df(adata)
     assert list(dict.fromkeys(table["state"])) == ["CD14+ Monocyte", "CD19+ B", "CD34+"]
     goal = table[table["state"] == "CD14+ Monocyte"]
     assert goal["pvalue"].between(0, 1).all() and (goal["fdr"] >= goal["pvalue"] - 1e-12).all()
-    # Gene shifts: a single-cell pair equals the reference's per-gene cosine.
-    one = shifts[shifts["n_cells"] == 1].iloc[0]
-    cell = next(c for c in perturbed_cells if (c, column.get(int(one["perturbation"]), -1)) in got)
-    _, per_gene = scores(
-        ref,
-        seqs[cell],
-        [c for c in copies_all(ref, seqs[cell], "delete") if c[0] == int(one["perturbation"])],
-        "cls",
-        gene_shifts=True,
-    )
-    assert one["mean_cosine"] == pytest.approx(
-        per_gene[(int(one["perturbation"]), int(one["affected"]))][0], rel=1e-5, abs=1e-6
-    )
+    # Gene shifts: every (perturbed, affected) pair's mean cosine over the cells having both.
+    shifts = adata.uns["scgf_perturb"]["gene_shifts"]
+    assert len(shifts) == len(expected_shifts) > 1000
+    for row in shifts.itertuples():
+        values = expected_shifts[(row.perturbation, row.affected)]
+        assert row.n_cells == len(values)
+        assert row.mean_cosine == pytest.approx(np.mean(values), rel=1e-5, abs=1e-6)
+    assert np.ptp(shifts["mean_cosine"]) > 1e-3  # the tiny model's shifts are not float noise
 
 
 def test_v1_mean_pooling_matches_reference(tiny_v1, vocab_v1):
@@ -107,11 +109,15 @@ def test_v1_mean_pooling_matches_reference(tiny_v1, vocab_v1):
     got = per_cell_scores(adata)
     tokens = vocab_v1.map_genes(adata.var["ensembl_id"])
     column = {int(t): j for j, t in reversed(list(enumerate(tokens))) if t >= 0}
+    n = 0
     for cell, seq in enumerate(scgf.get.tokens(adata)):
         copies = copies_all(ref, list(map(int, seq)), "delete")
         expected, _ = scores(ref, seq, copies, "mean")
         for (tok, _), value in zip(copies, expected[:, 0], strict=True):
             assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+            n += 1
+    assert n == len(got)
+    assert_not_noise(got.values())
 
 
 def test_gene_group_overexpression_with_absent_gene(tiny_v2, vocab_v2):
@@ -216,4 +222,4 @@ def test_anchor_combos(tiny_v2, vocab_v2):
         expected, _ = scores(ref, seq, [((anchor, t), c) for t, c in copies], "cls")
         for (tok, _), value in zip(copies, expected[:, 0], strict=True):
             assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
-    assert torch.get_num_threads() >= 1
+    assert_not_noise(got.values())

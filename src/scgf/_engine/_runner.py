@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from ._batching import plan_batches
+from ._first_token import first_token_layer, supports_first_token
 from ._loading import LoadedModel, truncated_encoder
 
 logger = logging.getLogger("scgf")
@@ -49,6 +50,10 @@ class Runner:
     Cells are sorted by length and batched by a token budget; each batch is padded to its own
     longest cell. On CUDA the forward runs under bf16/fp16 autocast, and an out-of-memory
     error halves the budget and retries the batch.
+
+    With ``first_token_only=True`` the hidden states hold position 0 only (``<cls>``), and the
+    layer read is evaluated for that position alone (its keys and values still see every
+    position), which saves most of one layer.
     """
 
     def __init__(
@@ -58,11 +63,18 @@ class Runner:
         layer: int = -1,
         dtype: torch.dtype = torch.float32,
         token_budget: int | None = None,
+        first_token_only: bool = False,
     ):
         self.loaded = loaded
         self.device = loaded.device
         self.dtype = dtype
-        self.encoder = truncated_encoder(loaded.encoder, layer_count(loaded.n_layers, layer))
+        n_run = layer_count(loaded.n_layers, layer)
+        self.first_token_only = first_token_only
+        self.top_layer = None
+        if first_token_only and n_run > 0 and supports_first_token(loaded.encoder.config):
+            self.top_layer = loaded.encoder.encoder.layer[n_run - 1]
+            n_run -= 1
+        self.encoder = truncated_encoder(loaded.encoder, n_run)
         self.token_budget = token_budget or DEFAULT_BUDGET.get(self.device.type, 4_096)
 
     def _autocast(self):
@@ -72,12 +84,17 @@ class Runner:
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Output of the layer read, float32, for one padded batch (on the device)."""
+        """Output of the layer read, float32, for one padded batch (on the device): shape
+        (batch, positions, hidden), or (batch, 1, hidden) with ``first_token_only``."""
         input_ids = input_ids.to(self.device)
         positions = torch.arange(input_ids.shape[1], device=self.device)
-        mask = (positions[None, :] < lengths.to(self.device)[:, None]).long()
+        mask = positions[None, :] < lengths.to(self.device)[:, None]
         with self._autocast():
-            out = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            out = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+            if self.top_layer is not None:
+                out = first_token_layer(self.top_layer, out, None if mask.all() else mask)
+        if self.first_token_only:
+            out = out[:, :1]
         return out.float()
 
     def run(self, tokens: sp.csr_matrix, on_batch: BatchCallback, progress=None) -> None:

@@ -107,7 +107,13 @@ def embed(
         tokenize(target, model=vocab, key_added=tokens_key)
     else:
         check_token_vocabulary(target, vocab, tokens_key)
-    runner = Runner(loaded, layer=layer, dtype=compute_dtype, token_budget=batch_tokens)
+    runner = Runner(
+        loaded,
+        layer=layer,
+        dtype=compute_dtype,
+        token_budget=batch_tokens,
+        first_token_only=pooling == "cls" and not genes,
+    )
 
     params = {
         **loaded.describe(),

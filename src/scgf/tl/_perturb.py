@@ -150,7 +150,13 @@ def perturb(
     else:
         check_token_vocabulary(target, vocab, tokens_key)
     tokens = as_csr(target.obsm[tokens_key][:])
-    runner = Runner(loaded, layer=layer, dtype=compute_dtype, token_budget=batch_tokens)
+    runner = Runner(
+        loaded,
+        layer=layer,
+        dtype=compute_dtype,
+        token_budget=batch_tokens,
+        first_token_only=pooling == "cls" and not gene_shifts,
+    )
     cells = select_cells(target, np.diff(tokens.indptr), mask, cell_states, max_cells, random_state)
     params = {
         **loaded.describe(),
@@ -225,21 +231,19 @@ class _CellPerturber:
             return genes
         return np.concatenate([[self.vocab.cls_id], genes, [self.vocab.eos_id]])
 
-    def _forward(self, sequences: list[np.ndarray]):
-        """Hidden states and pooled embeddings of sequences, batched by the token budget."""
+    def _batches(self, sequences: list[np.ndarray]):
+        """Yield ``(first index, hidden states, pooled embeddings)`` batch by batch, so that
+        only one batch of hidden states is held at a time (a cell of n genes has n copies)."""
         width = max(len(s) for s in sequences)
         per_batch = max(1, self.runner.token_budget // width)
-        hidden, pooled = [], []
         for lo in range(0, len(sequences), per_batch):
             batch = sequences[lo : lo + per_batch]
             ids = torch.zeros((len(batch), width), dtype=torch.long)
             for i, s in enumerate(batch):
                 ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
             lengths = torch.tensor([len(s) for s in batch])
-            h = self.runner.hidden_states(ids, lengths)
-            hidden.append(h)
-            pooled.append(pool(h, lengths, self.pooling, self.special))
-        return torch.cat(hidden), torch.cat(pooled)
+            hidden = self.runner.hidden_states(ids, lengths)
+            yield lo, hidden, pool(hidden, lengths, self.pooling, self.special)
 
     def run_cells(self, tokens: sp.csr_matrix, cells: list[int]) -> dict[str, np.ndarray]:
         out = {k: [] for k in RECORD_KEYS}
@@ -258,55 +262,87 @@ class _CellPerturber:
         todo = self.plan.for_cell(genes, self.perturb_type, changes_anything)
         if not todo:
             return
-        max_genes = self.vocab.max_genes
         copies, originals, targets = [], [], []
         for _, tgt in todo:
             pert, orig = perturb_tokens(
-                genes, tgt, self.perturb_type, max_genes=max_genes, fraction=self.rank_shift
+                genes,
+                tgt,
+                self.perturb_type,
+                max_genes=self.vocab.max_genes,
+                fraction=self.rank_shift,
             )
             copies.append(pert)
             originals.append(orig)
             targets.append(tgt)
-        offset = 1 if self.special else 0
         # Originals differ from the cell only when overexpression overflowed the context.
         distinct = {len(o): o for o in originals}
-        original_out = {n: self._forward([self._wrap(o)]) for n, o in distinct.items()}
-        hidden_p, pooled_p = self._forward([self._wrap(c) for c in copies])
-        n = len(copies)
+        original_out = {n: next(self._batches([self._wrap(o)]))[1:] for n, o in distinct.items()}
+        gene_cosines = _GeneCosines(
+            len(copies), [p for p, _ in todo] if self.gene_shifts else None, int(self.special)
+        )
+        pooled_p = []
+        for lo, hidden, pooled in self._batches([self._wrap(c) for c in copies]):
+            pooled_p.append(pooled)
+            if self._needs_genes:
+                for length, (hidden_o, _) in original_out.items():
+                    which = [j for j in range(lo, lo + len(hidden)) if len(originals[j]) == length]
+                    if which:
+                        gene_cosines.add(
+                            which, hidden, lo, hidden_o[0], distinct[length], copies, targets
+                        )
+        pooled_p = torch.cat(pooled_p)
         pooled_o = torch.stack([original_out[len(o)][1][0] for o in originals])
         if self.states is not None:
             scores = state_shifts(pooled_p, pooled_o, self.states)
         elif self.pooling == "cls":
             scores = cosine(pooled_p, pooled_o)[:, None]
-        if (self.pooling == "mean" and self.states is None) or self.gene_shifts:
-            cos_sum = torch.zeros(n, dtype=torch.float64)
-            cos_n = torch.zeros(n, dtype=torch.float64)
-            for length, (hidden_o, _) in original_out.items():
-                which = [j for j in range(n) if len(originals[j]) == length]
-                pairs = alignment(
-                    distinct[length],
-                    [copies[j] for j in which],
-                    [targets[j] for j in which],
-                    offset,
-                )
-                copy_idx = np.asarray(which)[pairs[0]]
-                cos = (
-                    aligned_gene_cosines(hidden_p, hidden_o[0], (copy_idx, pairs[1], pairs[2]))
-                    .double()
-                    .cpu()
-                )
-                cos_sum.index_add_(0, torch.from_numpy(copy_idx), cos)
-                cos_n.index_add_(0, torch.from_numpy(copy_idx), torch.ones_like(cos))
-                if self.gene_shifts:
-                    pids = np.array([todo[j][0] for j in range(n)])[copy_idx]
-                    out["gene_pert"].append(pids)
-                    out["gene_token"].append(pairs[3])
-                    out["gene_cosine"].append(cos.numpy())
-            if self.pooling == "mean" and self.states is None:
-                scores = (cos_sum / cos_n)[:, None]
-        out["cell"].append(np.full(n, cell))
+        else:
+            scores = gene_cosines.mean()[:, None]
+        gene_cosines.write(out)
+        out["cell"].append(np.full(len(copies), cell))
         out["perturbation"].append(np.array([pid for pid, _ in todo]))
         out["scores"].append(scores.double().cpu().numpy().ravel())
+
+    @property
+    def _needs_genes(self) -> bool:
+        return (self.pooling == "mean" and self.states is None) or self.gene_shifts
+
+
+class _GeneCosines:
+    """Per-gene cosines between perturbed copies and their original, gathered batch by batch:
+    their mean per copy (V1's score) and, for ``gene_shifts``, every (perturbation, gene)."""
+
+    def __init__(self, n_copies: int, perturbation_ids: list[int] | None, offset: int):
+        self.offset = offset  # 1 where <cls> precedes the genes
+        self.sum = torch.zeros(n_copies, dtype=torch.float64)
+        self.count = torch.zeros(n_copies, dtype=torch.float64)
+        self.perturbation_ids = perturbation_ids
+        self.records: dict[str, list] = {"gene_pert": [], "gene_token": [], "gene_cosine": []}
+
+    def add(self, which, hidden, lo, hidden_original, original, copies, targets) -> None:
+        """Score copies ``which`` (indices into all copies; ``hidden`` starts at copy ``lo``)."""
+        pairs = alignment(
+            original, [copies[j] for j in which], [targets[j] for j in which], self.offset
+        )
+        copy_idx = np.asarray(which)[pairs[0]]
+        cos = (
+            aligned_gene_cosines(hidden, hidden_original, (copy_idx - lo, pairs[1], pairs[2]))
+            .double()
+            .cpu()
+        )
+        self.sum.index_add_(0, torch.from_numpy(copy_idx), cos)
+        self.count.index_add_(0, torch.from_numpy(copy_idx), torch.ones_like(cos))
+        if self.perturbation_ids is not None:
+            self.records["gene_pert"].append(np.asarray(self.perturbation_ids)[copy_idx])
+            self.records["gene_token"].append(pairs[3])
+            self.records["gene_cosine"].append(cos.numpy())
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count
+
+    def write(self, out: dict) -> None:
+        for key, parts in self.records.items():
+            out[key].extend(parts)
 
 
 def _state_embeddings(adata, tokens, runner, pooling, special, key, states) -> torch.Tensor:
