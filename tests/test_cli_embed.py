@@ -130,6 +130,22 @@ def test_perturb_file(model_dir, source, tmp_path):
     np.testing.assert_allclose(again["mean_shift"], table["mean_shift"])
 
 
+def test_perturb_precision_and_batch_options(model_dir, source, tmp_path):
+    out = tmp_path / "bf16.h5ad"
+    common = ["--quiet", "perturb", str(source), str(out), "--model", str(model_dir)]
+    common += ["--max-cells", "1", "--batch-tokens", "400"]
+    assert main([*common, "--dtype", "bfloat16"]) == 0
+    bf16 = ad.read_h5ad(out)
+    assert bf16.uns["scgf_perturb"]["params"]["dtype"] == "bfloat16"
+    assert main(common) == 0
+    fp32 = ad.read_h5ad(out)
+    assert fp32.uns["scgf_perturb"]["params"]["dtype"] == "float32"
+    a, b = bf16.layers["scgf_perturb"], fp32.layers["scgf_perturb"]
+    assert (a != 0).nnz == (b != 0).nnz > 100
+    np.testing.assert_allclose(a.data, b.data, atol=1e-2)  # bf16 is close, not equal
+    assert not np.array_equal(a.data, b.data)
+
+
 @pytest.mark.slow
 def test_perturb_under_torchrun_equals_one_process(model_dir, source, tmp_path):
     args = [

@@ -129,7 +129,11 @@ def _perturb(args: argparse.Namespace) -> None:
         max_cells=args.max_cells,
         resume=args.resume,
         key_added=args.key_added,
+        pooling=args.pooling,
+        layer=args.layer,
         device=args.device or local_device(),
+        dtype=args.dtype,
+        batch_tokens=args.batch_tokens,
     )
     if rank == 0:
         adata.write_h5ad(args.output)
@@ -227,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--gene-shifts", action="store_true")
     per.add_argument("--max-cells", type=int)
     per.add_argument("--resume", help="folder for checkpoints; rerun to continue")
+    per.add_argument("--layer", type=int, default=-1)
+    per.add_argument("--pooling", choices=["cls", "mean"], default=None)
     per.add_argument("--device", default=None)
+    per.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    per.add_argument("--batch-tokens", type=int, default=None)
     per.add_argument("--key-added", default="scgf_perturb")
     per.set_defaults(func=_perturb)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
+import torch
 
 import scgf
 from tests._reference_perturber import Reference, copies_all, scores, state_means
@@ -12,6 +13,14 @@ from tests.conftest import DATA, needs_data, needs_dicts
 
 pytestmark = [needs_dicts, needs_data]
 TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def test_precision_is_float32_unless_asked():
+    from scgf.tl._perturb import perturbation_dtype
+
+    assert perturbation_dtype(None, torch.device("cuda")) == torch.float32
+    assert perturbation_dtype(None, torch.device("cpu")) == torch.float32
+    assert perturbation_dtype("bf16", torch.device("cuda")) == torch.bfloat16
 
 
 def small_cells(vocab, n=4, gene_key=None, shortest=True):
@@ -104,7 +113,7 @@ def test_states_gene_shifts_and_statistics(tiny_v2, vocab_v2):
 
 def test_v1_mean_pooling_matches_reference(tiny_v1, vocab_v1):
     adata = small_cells(vocab_v1, n=3, gene_key="ensembl_id")
-    scgf.tl.perturb(adata, "all", model=tiny_v1)
+    scgf.tl.perturb(adata, "all", model=tiny_v1, batch_tokens=300)  # several batches a cell
     ref = Reference(tiny_v1, special=False)
     got = per_cell_scores(adata)
     tokens = vocab_v1.map_genes(adata.var["ensembl_id"])
