@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -129,6 +134,31 @@ def test_v1_mean_pooling_matches_reference(tiny_v1, vocab_v1):
     assert_not_noise(got.values())
 
 
+def test_v1_states_with_mean_pooling_match_reference(tiny_v1, vocab_v1):
+    adata = ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")
+    scgf.pp.tokenize(adata, model=vocab_v1, gene_key="ensembl_id")
+    states = {"key": "cell_type", "start": "CD34+", "goal": "CD14+ Monocyte"}
+    scgf.tl.perturb(adata, "all", model=tiny_v1, cell_states=states, max_cells=1)
+    ref = Reference(tiny_v1, special=False)
+    seqs = [list(map(int, s)) for s in scgf.get.tokens(adata)]
+    labels = adata.obs["cell_type"].to_numpy()
+    embs = [
+        state_means(ref, [s for s, lab in zip(seqs, labels, strict=True) if lab == state], "mean")
+        for state in ["CD14+ Monocyte", "CD34+"]
+    ]
+    got = per_cell_scores(adata)
+    tokens = vocab_v1.map_genes(adata.var["ensembl_id"])
+    column = {int(t): j for j, t in reversed(list(enumerate(tokens))) if t >= 0}
+    (cell,) = {c for c, _ in got}
+    assert labels[cell] == "CD34+"
+    copies = copies_all(ref, seqs[cell], "delete")
+    expected, _ = scores(ref, seqs[cell], copies, "mean", states=embs)
+    assert len(copies) == len(got)
+    for (tok, _), value in zip(copies, expected[:, 0], strict=True):
+        assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    assert_not_noise(got.values())
+
+
 def test_gene_group_overexpression_with_absent_gene(tiny_v2, vocab_v2):
     adata = small_cells(vocab_v2, n=3)
     seqs = [list(map(int, s)) for s in scgf.get.tokens(adata)]
@@ -232,3 +262,49 @@ def test_anchor_combos(tiny_v2, vocab_v2):
         for (tok, _), value in zip(copies, expected[:, 0], strict=True):
             assert got[(cell, column[tok])] == pytest.approx(value, rel=1e-5, abs=1e-6)
     assert_not_noise(got.values())
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+import anndata as ad, numpy as np, torch
+from transformers import BertForMaskedLM
+import scgf
+from tests._tiny import tiny_config
+
+folder, n_genes = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+BertForMaskedLM(tiny_config("V1", hidden=128, layers=1)).save_pretrained(folder)
+vocab = scgf.models.get_vocabulary("V1")
+genes = [g for g in vocab.token_ids if g.startswith("ENSG")][:n_genes]
+adata = ad.AnnData(np.arange(1, n_genes + 1, dtype=np.float32)[None] * 10)
+adata.var_names = genes
+scgf.settings.progress = False
+scgf.pp.tokenize(adata, model=vocab)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+scgf.tl.perturb(adata, "all", model=folder, pooling="mean")
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, adata.layers["scgf_perturb"].nnz)
+"""
+
+
+def test_memory_does_not_grow_with_the_square_of_a_cell(tmp_path, hub_settings, vocab_v1):
+    # Holding every copy's hidden states took 4.4 GB here (n_genes² × 128 floats, twice).
+    # A fixed mmap threshold keeps glibc's heap fragmentation out of the peak measured.
+    env = {
+        **os.environ,
+        "SCGF_BASE_URL": scgf.settings.base_url,
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+    }
+    env["SCGF_CACHE_DIR"] = str(scgf.settings.cache_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "model"), "1200"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[2],
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    growth_mb, n_scores = done.stdout.split()
+    assert int(n_scores) == 1200
+    assert float(growth_mb) < 200  # measured ~50 MB

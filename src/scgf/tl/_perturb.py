@@ -254,7 +254,8 @@ class _CellPerturber:
                 ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
             lengths = torch.tensor([len(s) for s in batch])
             hidden = self.runner.hidden_states(ids, lengths)
-            yield lo, hidden, pool(hidden, lengths, self.pooling, self.special)
+            # A copy, not a view: a <cls> view would keep the whole batch's hidden states alive.
+            yield lo, hidden, pool(hidden, lengths, self.pooling, self.special).clone()
 
     def run_cells(self, tokens: sp.csr_matrix, cells: list[int]) -> dict[str, np.ndarray]:
         out = {k: [] for k in RECORD_KEYS}
