@@ -6,7 +6,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from ..get import token_params
+from ..get import check_token_vocabulary, token_params
+from ..pp import tokenize
 
 
 def check_pooling(pooling: str | None, special_tokens: bool) -> str:
@@ -20,6 +21,15 @@ def check_pooling(pooling: str | None, special_tokens: bool) -> str:
             "pooling='cls' needs a V2 model: V1 cells have no <cls> token. Use pooling='mean'."
         )
     return pooling
+
+
+def ensure_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> None:
+    """Tokenize ``adata`` with ``vocab`` into ``tokens_key`` when it has no tokens there yet;
+    otherwise check that the stored tokens were made with ``vocab``."""
+    if tokens_key not in adata.obsm:
+        tokenize(adata, model=vocab, key_added=tokens_key)
+    else:
+        check_token_vocabulary(adata, vocab, tokens_key)
 
 
 def as_csr(block) -> sp.csr_matrix:

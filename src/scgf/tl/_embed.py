@@ -14,11 +14,9 @@ from .._anndata import rna_modality
 from .._engine import Runner, load_model, resolve_device, resolve_dtype
 from .._engine._distributed import shard, sum_across, world
 from .._settings import settings
-from ..get import check_token_vocabulary
 from ..models import DEFAULT_MODEL
-from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
-from ._common import as_csr, check_pooling, var_tokens
+from ._common import as_csr, check_pooling, ensure_tokens, var_tokens
 from ._pooling import accumulate_genes, pool
 from ._results import EmbeddingStore
 
@@ -103,10 +101,7 @@ def embed(
     loaded = load_model(model, device=torch_device, quantize=quantize)
     vocab = loaded.vocab
     pooling = check_pooling(pooling, vocab.special_tokens)
-    if tokens_key not in target.obsm:
-        tokenize(target, model=vocab, key_added=tokens_key)
-    else:
-        check_token_vocabulary(target, vocab, tokens_key)
+    ensure_tokens(target, vocab, tokens_key)
     runner = Runner(
         loaded,
         layer=layer,

@@ -16,11 +16,9 @@ from .._anndata import rna_modality
 from .._engine import Runner, load_model, resolve_device, resolve_dtype
 from .._engine._distributed import shard, world
 from .._settings import settings
-from ..get import check_token_vocabulary
 from ..models import DEFAULT_MODEL
-from ..pp import tokenize
 from ..pp._tokenize import TOKENS_KEY
-from ._common import as_csr, check_pooling, var_tokens
+from ._common import as_csr, check_pooling, ensure_tokens, var_tokens
 from ._perturb_checkpoint import RECORD_KEYS, Checkpoint
 from ._perturb_plan import ALL, check_states, make_plan, select_cells
 from ._perturb_scores import aligned_gene_cosines, alignment, cosine, state_shifts
@@ -151,10 +149,7 @@ def perturb(
     vocab = loaded.vocab
     pooling = check_pooling(pooling, vocab.special_tokens)
     plan = make_plan(genes, vocab, anchor_gene, combos)
-    if tokens_key not in target.obsm:
-        tokenize(target, model=vocab, key_added=tokens_key)
-    else:
-        check_token_vocabulary(target, vocab, tokens_key)
+    ensure_tokens(target, vocab, tokens_key)
     tokens = as_csr(target.obsm[tokens_key][:])
     runner = Runner(
         loaded,
