@@ -210,7 +210,9 @@ def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
     monkeypatch.setattr(
         _perturb._CellPerturber,
         "run_cells",
-        lambda self, tokens, cells: (ran.extend(cells), real_run(self, tokens, cells))[1],
+        lambda self, tokens, cells, **kw: (ran.extend(cells), real_run(self, tokens, cells, **kw))[
+            1
+        ],
     )
     scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt")
     assert len(ran) == 12 - saved[0]
@@ -221,6 +223,15 @@ def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
     np.testing.assert_allclose(a["mean_shift"], b["mean_shift"], **TOL)
     with pytest.raises(ValueError, match="other parameters"):
         scgf.tl.perturb(adata, "all", model=tiny_v2, layer=0, resume=tmp_path / "ckpt")
+
+
+def test_checkpoint_blocks_close_at_eight_cells_or_2048_tokens():
+    from scgf.tl._perturb import checkpoint_blocks
+
+    lengths = np.array([100] * 10 + [3000, 900, 900, 900, 5])
+    blocks = checkpoint_blocks(list(range(15)), lengths)
+    assert blocks == [list(range(8)), [8, 9, 10], [11, 12, 13], [14]]
+    assert checkpoint_blocks([], lengths) == []
 
 
 def test_bad_requests(tiny_v2, vocab_v2):

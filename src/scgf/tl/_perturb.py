@@ -29,7 +29,22 @@ from ._pooling import pool
 
 logger = logging.getLogger("scgf")
 
-BLOCK = 8  # cells per checkpointed block
+# A checkpoint is written after at most 8 cells or 2,048 tokens of cells (about as many
+# perturbed copies with genes="all"), so that long cells are saved one by one.
+BLOCK_CELLS, BLOCK_TOKENS = 8, 2048
+
+
+def checkpoint_blocks(cells: list[int], lengths: np.ndarray) -> list[list[int]]:
+    """Consecutive blocks of ``cells``, each closed at ``BLOCK_CELLS`` cells or once its cells'
+    token counts reach ``BLOCK_TOKENS``."""
+    blocks, block, tokens = [], [], 0
+    for cell in cells:
+        block.append(cell)
+        tokens += int(lengths[cell])
+        if len(block) == BLOCK_CELLS or tokens >= BLOCK_TOKENS:
+            blocks.append(block)
+            block, tokens = [], 0
+    return [*blocks, block] if block else blocks
 
 
 def perturb(
@@ -195,10 +210,8 @@ def perturb(
         desc=f"perturb ({perturb_type})",
         disable=not settings.progress or rank > 0,
     ) as bar:
-        for lo in range(0, len(todo), BLOCK):
-            block = todo[lo : lo + BLOCK]
-            checkpoint.save(engine.run_cells(tokens, block))
-            bar.update(len(block))
+        for block in checkpoint_blocks(todo, np.diff(tokens.indptr)):
+            checkpoint.save(engine.run_cells(tokens, block, on_cell=bar.update))
     records = _gather(checkpoint.merged(), size)
     _store(
         target,
@@ -252,13 +265,18 @@ class _CellPerturber:
             # A copy, not a view: a <cls> view would keep the whole batch's hidden states alive.
             yield lo, hidden, pool(hidden, lengths, self.pooling, self.special).clone()
 
-    def run_cells(self, tokens: sp.csr_matrix, cells: list[int]) -> dict[str, np.ndarray]:
+    def run_cells(
+        self, tokens: sp.csr_matrix, cells: list[int], on_cell=None
+    ) -> dict[str, np.ndarray]:
+        """Perturb and score ``cells``; ``on_cell(1)`` is called after each (progress)."""
         out = {k: [] for k in RECORD_KEYS}
         for cell in cells:
             row = tokens[cell]
             seq = row.data[np.argsort(row.indices)].astype(np.int64)
             genes = seq[1:-1] if self.special else seq
             self._run_cell(cell, genes, out)
+            if on_cell is not None:
+                on_cell(1)
         result = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in out.items()}
         n_scores = 1 if self.states is None else len(self.states)
         result["scores"] = result["scores"].reshape(-1, n_scores).astype(np.float32)
