@@ -1,6 +1,7 @@
 """In silico deletion throughput: scgf.tl.perturb versus the reference's way, same run.
 
-Run: ``python -m benchmarks.perturb_speed [--cells 1] [--quantile 0.5] [--batches 100 12]``.
+Run: ``python -m benchmarks.perturb_speed [--cells 1] [--quantile 0.5] [--batches 100 12]``;
+on a GPU e.g. ``--shape Geneformer-V2-104M --device cuda --cells 4 --batches 100``.
 
 A model with the real ``gf-12L-95M-i4096`` shape and random weights (BERT's initialisation);
 real cells of ``pbmc_ifnb_kang2018_2000`` whose token counts sit at the given quantile of that
@@ -32,9 +33,11 @@ from benchmarks._data import SHARED, add_dictionaries, real_vocabulary
 from benchmarks.embed_speed import SHAPES, random_model
 
 
-def baseline(folder: str, adata: ad.AnnData, batch_size: int) -> dict[tuple[int, int], float]:
+def baseline(
+    folder: str, adata: ad.AnnData, batch_size: int, device: str
+) -> dict[tuple[int, int], float]:
     """The reference's way: ``{(cell, deleted token): cosine}``."""
-    model = BertForMaskedLM.from_pretrained(folder).eval()
+    model = BertForMaskedLM.from_pretrained(folder).to(device).eval()
     index = model.config.num_hidden_layers - 1
     scores = {}
     for cell, seq in enumerate(scgf.get.tokens(adata)):
@@ -49,11 +52,11 @@ def baseline(folder: str, adata: ad.AnnData, batch_size: int) -> dict[tuple[int,
     return scores
 
 
-def scgf_scores(folder: str, adata: ad.AnnData, dtype: str) -> tuple[dict, float]:
+def scgf_scores(folder: str, adata: ad.AnnData, dtype: str, device: str) -> tuple[dict, float]:
     """scgf's ``{(cell, deleted token): cosine}`` and its run time in seconds."""
     run = adata.copy()
     start = time.perf_counter()
-    scgf.tl.perturb(run, "all", model=folder, dtype=dtype)
+    scgf.tl.perturb(run, "all", model=folder, dtype=dtype, device=device)
     seconds = time.perf_counter() - start
     layer = run.layers["scgf_perturb"].tocoo()
     tokens = real_vocabulary("V2").map_genes(run.var_names)
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=1)
     parser.add_argument("--quantile", type=float, default=0.5)
     parser.add_argument("--batches", type=int, nargs="+", default=[100, 12])
+    parser.add_argument("--shape", default="gf-12L-95M-i4096", choices=SHAPES)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     scgf.settings.progress = False
     vocab = real_vocabulary("V2")
@@ -94,22 +99,23 @@ def main() -> None:
     subset = adata[cells].copy()
     n_copies = int((lengths[cells] - 2).sum())
     report = {
-        "model_shape": "gf-12L-95M-i4096",
+        "model_shape": args.shape,
+        "device": args.device,
         "tokens_per_cell": lengths[cells].tolist(),
         "perturbed_copies": n_copies,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
     with tempfile.TemporaryDirectory() as folder:
-        random_model(SHAPES["gf-12L-95M-i4096"], folder)
+        random_model(SHAPES[args.shape], folder)
         add_dictionaries(folder, "V2")
-        exact, fp32_s = scgf_scores(folder, subset, "float32")
-        bf16, bf16_s = scgf_scores(folder, subset, "bfloat16")
+        exact, fp32_s = scgf_scores(folder, subset, "float32", args.device)
+        bf16, bf16_s = scgf_scores(folder, subset, "bfloat16", args.device)
         report["scgf_fp32_copies_per_s"] = n_copies / fp32_s
         report["scgf_bf16_copies_per_s"] = n_copies / bf16_s
         for batch_size in args.batches:
             start = time.perf_counter()
-            reference = baseline(folder, subset, batch_size)
+            reference = baseline(folder, subset, batch_size, args.device)
             seconds = time.perf_counter() - start
             report[f"baseline_batch{batch_size}_copies_per_s"] = n_copies / seconds
             report[f"fp32_speedup_vs_batch{batch_size}"] = seconds / fp32_s

@@ -10,8 +10,10 @@ def padded_forward(model, sequences, layer_index: int, batch_size: int = 12) -> 
     """``hidden_states[layer_index]`` of each sequence, unpadded.
 
     ``model`` is a ``BertForMaskedLM``; sequences run in the given order in fixed batches,
-    right-padded with ``<pad>`` (0) to the batch's longest, with a 1/0 attention mask.
+    right-padded with ``<pad>`` (0) to the batch's longest, with a 1/0 attention mask, on the
+    model's device.
     """
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(sequences), batch_size):
         batch = sequences[start : start + batch_size]
@@ -23,7 +25,7 @@ def padded_forward(model, sequences, layer_index: int, batch_size: int = 12) -> 
             mask[i, : len(s)] = 1
         with torch.no_grad():
             hidden = model(
-                input_ids=ids, attention_mask=mask, output_hidden_states=True
+                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
             ).hidden_states[layer_index]
         out.extend(hidden[i, : len(s)] for i, s in enumerate(batch))
     return out
