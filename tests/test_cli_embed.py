@@ -32,6 +32,17 @@ TORCHRUN_2 = [
 ]
 
 
+# Perturb monocytes toward dendritic cells.
+STATES = [
+    "--state-key",
+    "cell_type",
+    "--start-state",
+    "CD14+ Monocyte",
+    "--goal-state",
+    "Dendritic",
+]
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny V2 checkpoint folder carrying the real V2 dictionaries (works offline)."""
@@ -107,12 +118,7 @@ def test_perturb_file(model_dir, source, tmp_path):
         str(model_dir),
         "--max-cells",
         "2",
-        "--state-key",
-        "cell_type",
-        "--start-state",
-        "CD14+ Monocyte",
-        "--goal-state",
-        "Dendritic",
+        *STATES,
         "--resume",
         str(tmp_path / "ckpt"),
     ]
@@ -157,12 +163,7 @@ def test_perturb_under_torchrun_equals_one_process(model_dir, source, tmp_path):
         str(model_dir),
         "--max-cells",
         "4",
-        "--state-key",
-        "cell_type",
-        "--start-state",
-        "CD14+ Monocyte",
-        "--goal-state",
-        "Dendritic",
+        *STATES,
         "--device",
         "cpu",
     ]

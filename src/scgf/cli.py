@@ -53,25 +53,42 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"tokens written to {target} (obsm[{args.key_added!r}])")
 
 
-def _embed(args: argparse.Namespace) -> None:
-    import anndata as ad
+def _add_model_arguments(parser: argparse.ArgumentParser, *, key_added: str, dtype_help: str):
+    """The model-running options ``embed`` and ``perturb`` share."""
+    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--layer", type=int, default=-1)
+    parser.add_argument("--pooling", choices=["cls", "mean"], default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, help=f"float32 or bfloat16 ({dtype_help})")
+    parser.add_argument("--batch-tokens", type=int, default=None)
+    parser.add_argument("--key-added", default=key_added)
 
-    from ._anndata import PARTIAL_GROUP
-    from ._engine._distributed import local_device, world
-    from .tl import embed
 
-    source, target = Path(args.input), Path(args.output)
-    rank, size = world()
-    options = dict(
+def _model_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``tl.embed``/``tl.perturb`` from the shared options."""
+    from ._engine._distributed import local_device
+
+    return dict(
         model=args.model,
         layer=args.layer,
         pooling=args.pooling,
-        genes=args.genes,
         device=args.device or local_device(),
         dtype=args.dtype,
         batch_tokens=args.batch_tokens,
         key_added=args.key_added,
     )
+
+
+def _embed(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from ._anndata import PARTIAL_GROUP
+    from ._engine._distributed import world
+    from .tl import embed
+
+    source, target = Path(args.input), Path(args.output)
+    rank, size = world()
+    options = dict(genes=args.genes, **_model_options(args))
     if size > 1:  # every process embeds its block of cells; process 0 writes the file
         adata = ad.read_h5ad(source, backed="r")
         embed(adata, **options)
@@ -95,7 +112,7 @@ def _embed(args: argparse.Namespace) -> None:
 def _perturb(args: argparse.Namespace) -> None:
     import anndata as ad
 
-    from ._engine._distributed import local_device, world
+    from ._engine._distributed import world
     from .tl import perturb
 
     if args.group:
@@ -121,19 +138,13 @@ def _perturb(args: argparse.Namespace) -> None:
         adata,
         genes,
         perturb_type=args.perturb_type,
-        model=args.model,
         cell_states=states,
         anchor_gene=args.anchor_gene,
         combos=args.combos,
         gene_shifts=args.gene_shifts,
         max_cells=args.max_cells,
         resume=args.resume,
-        key_added=args.key_added,
-        pooling=args.pooling,
-        layer=args.layer,
-        device=args.device or local_device(),
-        dtype=args.dtype,
-        batch_tokens=args.batch_tokens,
+        **_model_options(args),
     )
     if rank == 0:
         adata.write_h5ad(args.output)
@@ -202,14 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emb.add_argument("input", help="input .h5ad with raw counts or tokens")
     emb.add_argument("output", help="output .h5ad (may equal input to write in place)")
-    emb.add_argument("--model", default=models.DEFAULT_MODEL)
-    emb.add_argument("--layer", type=int, default=-1)
-    emb.add_argument("--pooling", choices=["cls", "mean"], default=None)
     emb.add_argument("--genes", action="store_true", help="also gene embeddings (varm)")
-    emb.add_argument("--device", default=None)
-    emb.add_argument("--dtype", default=None)
-    emb.add_argument("--batch-tokens", type=int, default=None)
-    emb.add_argument("--key-added", default="X_geneformer")
+    _add_model_arguments(emb, key_added="X_geneformer", dtype_help="default: bf16 on CUDA")
     emb.set_defaults(func=_embed)
 
     per = sub.add_parser("perturb", help="in silico perturbation of the cells of an .h5ad")
@@ -220,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument(
         "--perturb-type", default="delete", choices=["delete", "overexpress", "inhibit", "activate"]
     )
-    per.add_argument("--model", default=models.DEFAULT_MODEL)
     per.add_argument("--state-key", help="obs column of cell states")
     # Not --start/--goal: torchrun would read an abbreviated --start as its --start-method.
     per.add_argument("--start-state", help="start state (the cells perturbed)")
@@ -231,12 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--gene-shifts", action="store_true")
     per.add_argument("--max-cells", type=int)
     per.add_argument("--resume", help="folder for checkpoints; rerun to continue")
-    per.add_argument("--layer", type=int, default=-1)
-    per.add_argument("--pooling", choices=["cls", "mean"], default=None)
-    per.add_argument("--device", default=None)
-    per.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
-    per.add_argument("--batch-tokens", type=int, default=None)
-    per.add_argument("--key-added", default="scgf_perturb")
+    _add_model_arguments(per, key_added="scgf_perturb", dtype_help="default: float32")
     per.set_defaults(func=_perturb)
     return parser
 
