@@ -86,13 +86,14 @@ class Runner:
     def hidden_states(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Output of the layer read, float32, for one padded batch (on the device): shape
         (batch, positions, hidden), or (batch, 1, hidden) with ``first_token_only``."""
+        padded = bool((lengths < input_ids.shape[1]).any())  # on the host: no device sync
         input_ids = input_ids.to(self.device)
         positions = torch.arange(input_ids.shape[1], device=self.device)
         mask = positions[None, :] < lengths.to(self.device)[:, None]
         with self._autocast():
             out = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
             if self.top_layer is not None:
-                out = first_token_layer(self.top_layer, out, None if mask.all() else mask)
+                out = first_token_layer(self.top_layer, out, mask if padded else None)
         if self.first_token_only:
             out = out[:, :1]
         return out.float()

@@ -341,7 +341,7 @@ class _GeneCosines:
         self.offset = offset  # 1 where <cls> precedes the genes
         self.sum = torch.zeros(n_copies, dtype=torch.float64)
         self.count = torch.zeros(n_copies, dtype=torch.float64)
-        self.perturbation_ids = perturbation_ids
+        self.perturbation_ids = None if perturbation_ids is None else np.asarray(perturbation_ids)
         self.records: dict[str, list] = {"gene_pert": [], "gene_token": [], "gene_cosine": []}
 
     def add(self, which, hidden, lo, hidden_original, original, copies, targets) -> None:
@@ -358,7 +358,7 @@ class _GeneCosines:
         self.sum.index_add_(0, torch.from_numpy(copy_idx), cos)
         self.count.index_add_(0, torch.from_numpy(copy_idx), torch.ones_like(cos))
         if self.perturbation_ids is not None:
-            self.records["gene_pert"].append(np.asarray(self.perturbation_ids)[copy_idx])
+            self.records["gene_pert"].append(self.perturbation_ids[copy_idx])
             self.records["gene_token"].append(pairs[3])
             self.records["gene_cosine"].append(cos.numpy())
 
