@@ -136,8 +136,9 @@ def perturb(
         Compute precision. Default float32 on every device, the reference's precision: scores
         are differences of cosines near 1, and bf16 rounding (~4e-3 relative) is as large as
         small effects (``benchmarks/perturb_speed.py``: bf16 keeps the effects' rank
-        correlation at 0.99 but only 11 of the exact top 20 genes). ``"bfloat16"`` runs about
-        twice as fast on GPUs and on CPUs with AVX-512 BF16; confirm its top hits in float32.
+        correlation at 0.99 but only 11 of the exact top 20 genes). ``"bfloat16"`` ran 1.85×
+        as fast on a CPU with AVX-512 BF16 (GPUs gain more, not measured here); confirm its
+        top hits in float32.
     device, batch_tokens, tokens_key
         As in :func:`scgf.tl.embed`.
     copy
