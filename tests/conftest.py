@@ -32,6 +32,27 @@ needs_dicts = pytest.mark.skipif(
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real count data not found in {DATA}")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--gpu", action="store_true", help="run tests marked gpu (needs CUDA)")
+    parser.addoption(
+        "--internet", action="store_true", help="run tests marked internet (needs the hub)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` and ``internet`` tests run only when asked for, and say why they are skipped."""
+    for marker, reason in (
+        ("gpu", "needs a CUDA GPU: run with pytest --gpu on a GPU machine"),
+        ("internet", "needs the Hugging Face hub: run with pytest --internet"),
+    ):
+        if config.getoption(f"--{marker}"):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -113,10 +134,10 @@ def vocab_v1(hub_settings):
 
 @pytest.fixture(autouse=True)
 def _quiet_progress():
-    previous = scgf.settings.progress
+    previous = scgf.settings.progress, scgf.settings.verbosity
     scgf.settings.progress = False
     yield
-    scgf.settings.progress = previous
+    scgf.settings.progress, scgf.settings.verbosity = previous
 
 
 def real_datasets() -> list[Path]:

@@ -59,3 +59,50 @@ def test_tokenize_reports_errors(hub_settings, tmp_path, capsys):
 def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit):
         main(["nonsense"])
+
+
+def test_model_options_use_geneformer_names(capsys):
+    from scgf.cli import build_parser
+
+    args = build_parser().parse_args(["embed", "a.h5ad", "b.h5ad", "--emb-layer", "0"])
+    assert args.emb_layer == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["embed", "a.h5ad", "b.h5ad", "--layer", "0"])
+    assert "unrecognized arguments: --layer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["embed", "a.h5ad", "b.h5ad", "--batch-tokens", "0"],
+        ["perturb", "a.h5ad", "b.h5ad", "--max-cells", "-5"],
+        ["tokenize", "a.h5ad", "b.h5ad", "--chunk-size", "0"],
+        ["tokenize", "a.h5ad", "b.h5ad", "--chunk-size", "many"],
+    ],
+)
+def test_counts_must_be_positive(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err or "is not a whole number" in err
+
+
+def test_perturb_states_from_the_command_line_equal_the_api_form():
+    from scgf.cli import _perturb, build_parser
+
+    args = build_parser().parse_args(
+        ["perturb", "a", "b", "--state-key", "ct", "--start-state", "x", "--goal-state", "y"]
+    )
+    assert _perturb.state_argument(args) == {"key": "ct", "start": "x", "goal": "y"}
+    assert _perturb.gene_argument(args) == "all"
+
+
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "scgf.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "embed" in out and "perturb" in out and "tokenize" in out

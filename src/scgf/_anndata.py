@@ -8,6 +8,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from ._keys import PARTIAL_GROUP
+
 try:  # MuData is optional at runtime even though it is a dependency.
     from mudata import MuData
 except ImportError:  # pragma: no cover
@@ -38,10 +40,6 @@ def count_matrix(adata: ad.AnnData, layer: str | None):
     if layer not in adata.layers:
         raise KeyError(f"No layer {layer!r}; adata has layers {list(adata.layers)}.")
     return adata.layers[layer]
-
-
-# Unfinished results in a backed file live here, outside obsm, so anndata never reads them.
-PARTIAL_GROUP = "scgf_partial"
 
 
 def writable_file(adata: ad.AnnData) -> bool:

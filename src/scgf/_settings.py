@@ -1,4 +1,4 @@
-"""Package-wide settings: cache location, download mirror and progress bars."""
+"""Package-wide settings: cache location, download mirror, progress bars and verbosity."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pooch
+from . import _logging
 
 HUB_BASE_URL = "https://huggingface.co"
 
 
 def _default_cache_dir() -> Path:
     env = os.environ.get("SCGF_CACHE_DIR")
-    return Path(env) if env else Path(pooch.os_cache("scgf"))
+    if env:
+        return Path(env)
+    import pooch  # pulls in requests; only needed once a download location is asked for
+
+    return Path(pooch.os_cache("scgf"))
 
 
 @dataclass
@@ -34,12 +38,31 @@ class ScgfSettings:
         Show tqdm progress bars for downloads and long computations.
     n_jobs
         Threads for CPU work such as tokenization (defaults to the number of CPUs).
+    verbosity
+        How much scgf logs to ``stderr``, on scanpy's scale: ``0``/``"error"``,
+        ``1``/``"warning"``, ``2``/``"info"`` (default: "computing …" and timed "finished"
+        lines), ``3``/``"hint"``, ``4``/``"debug"``. scgf logs through the ``"scgf"`` logger
+        with its own handler and never through the root logger.
     """
 
     _cache_dir: Path | None = field(default=None, repr=False)
     _base_url: str | None = field(default=None, repr=False)
     progress: bool = True
     n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    _verbosity: str = field(default="info", repr=False)
+
+    def __post_init__(self) -> None:
+        self.verbosity = self._verbosity
+
+    @property
+    def verbosity(self) -> str:
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int | str) -> None:
+        level = _logging.verbosity_level(value)
+        self._verbosity = next(k for k, v in _logging.VERBOSITY_LEVELS.items() if v == level)
+        _logging.logger.setLevel(level)
 
     @property
     def cache_dir(self) -> Path:

@@ -32,3 +32,27 @@ def test_check_token_vocabulary(pbmc, vocab_v1, vocab_v2):
     scgf.get.check_token_vocabulary(pbmc, vocab_v1)
     with pytest.raises(ValueError, match="V1 tokens of the gc30M vocabulary"):
         scgf.get.check_token_vocabulary(pbmc, vocab_v2)
+
+
+def test_two_custom_vocabularies_with_one_name_are_told_apart(pbmc, vocab_v2):
+    """Tokens are checked by content: a vocabulary of the same name and layout but other
+    medians (e.g. two custom vocabularies both called "custom") is refused."""
+    from dataclasses import replace
+
+    mine = replace(vocab_v2, name="custom")
+    theirs = replace(
+        mine,
+        medians={g: m * 1.5 if i % 2 else m for i, (g, m) in enumerate(vocab_v2.medians.items())},
+    )
+    scgf.pp.tokenize(pbmc, model=mine)
+    scgf.get.check_token_vocabulary(pbmc, replace(vocab_v2, name="custom"))
+    with pytest.raises(ValueError, match="fingerprint"):
+        scgf.get.check_token_vocabulary(pbmc, theirs)
+
+
+def test_tokens_without_a_fingerprint_are_checked_by_name(pbmc, vocab_v1, vocab_v2):
+    scgf.pp.tokenize(pbmc, model=vocab_v2)
+    del pbmc.uns["gf_tokens"]["params"]["vocabulary_fingerprint"]  # written by scgf 0.1.0
+    scgf.get.check_token_vocabulary(pbmc, vocab_v2)
+    with pytest.raises(ValueError, match="V2 tokens of the gc104M vocabulary"):
+        scgf.get.check_token_vocabulary(pbmc, vocab_v1)

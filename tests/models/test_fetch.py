@@ -141,3 +141,18 @@ def test_environment_overrides(monkeypatch, tmp_path):
 def test_default_url_is_the_hub(monkeypatch):
     monkeypatch.delenv("SCGF_BASE_URL", raising=False)
     assert scgf._settings.ScgfSettings().base_url == "https://huggingface.co"
+
+
+def test_resolve_registry_name_fetches_and_records_hashes(vocab_v2, private_cache, tiny_hub):
+    record = models.resolve("tiny-V2")
+    entry = models.lookup("tiny-V2")
+    assert record.kind == "registry" and record.name == "tiny-V2"
+    assert record.revision == entry.revision and record.sha256 == entry.weight_file.sha256
+    assert (record.folder / "config.json").exists() and record.task == "masked_lm"
+    assert record.describe() == {
+        "model": "tiny-V2",
+        "revision": entry.revision,
+        "sha256": entry.weight_file.sha256,
+    }
+    light = models.resolve("tiny-V2", weights=False)
+    assert light.folder is None and light.vocabulary is record.vocabulary

@@ -68,3 +68,43 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 def test_vocabulary_instance_passes_through(vocab_v2):
     assert models.get_vocabulary(vocab_v2) is vocab_v2
     assert isinstance(vocab_v2, Vocabulary)
+
+
+def test_resolve_folder_hashes_its_weights_and_reads_its_task(tmp_path, vocab_v2):
+    from transformers import BertForSequenceClassification
+
+    from tests._tiny import tiny_config
+    from tests.conftest import sha256
+
+    config = tiny_config("V2")
+    config.num_labels = 2
+    config.id2label = {0: "healthy", 1: "disease"}
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    record = models.resolve(tmp_path)
+    assert record.kind == "folder" and record.vocabulary is vocab_v2
+    assert record.sha256 == sha256(tmp_path / "model.safetensors")
+    assert record.task == "cell_classification" and record.labels == ("healthy", "disease")
+    assert models.resolve(tmp_path, weights=False).file_hashes == {}
+
+
+def test_resolve_loaded_model(vocab_v1):
+    from transformers import BertModel
+
+    from tests._tiny import tiny_config
+
+    model = BertModel(tiny_config("V1"))
+    record = models.resolve(model)
+    assert record.kind == "loaded" and record.model is model
+    assert record.vocabulary is vocab_v1 and record.task == "encoder" and record.sha256 is None
+    assert models.get_vocabulary(model) is vocab_v1
+
+
+def test_resolve_refuses_what_is_not_a_model(tmp_path, vocab_v2):
+    with pytest.raises(models.UnknownModelError, match="neither a known Geneformer checkpoint"):
+        models.resolve("Geneformer-V9")
+    with pytest.raises(TypeError, match="not a model"):
+        models.resolve(vocab_v2)
+    make_tiny_checkpoint(tmp_path / "ckpt", "V2")
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        models.resolve(tmp_path / "ckpt")

@@ -35,9 +35,9 @@ def cells(vocab_v2):
 @pytest.mark.parametrize("layer", [-1, 0])
 def test_v2_matches_reference(tiny_v2, cells, layer):
     ref_cls, ref_mean, ref_genes = reference_embeddings(tiny_v2, cells, layer=layer)
-    scgf.tl.embed(cells, model=tiny_v2, layer=layer, genes=True, batch_tokens=3000)
+    scgf.tl.embed(cells, model=tiny_v2, emb_layer=layer, genes=True, batch_tokens=3000)
     assert_matches(cells.obsm["X_geneformer"], ref_cls)
-    scgf.tl.embed(cells, model=tiny_v2, layer=layer, pooling="mean", key_added="mean")
+    scgf.tl.embed(cells, model=tiny_v2, emb_layer=layer, pooling="mean", key_added="mean")
     assert_matches(cells.obsm["mean"], ref_mean)
     var_tokens = cells.var_names.map(lambda g: g)  # symbols → tokens through the vocabulary
     tokens = scgf.models.get_vocabulary("V2").map_genes(np.asarray(var_tokens))
@@ -96,7 +96,7 @@ def test_params_order_and_empty_cells(tiny_v2, vocab_v2):
     assert emb.dtype == np.float32 and emb.shape == (40, 16)
     assert np.isnan(emb[5]).all() and not np.isnan(np.delete(emb, 5, 0)).any()
     params = adata.uns["X_geneformer"]["params"]
-    assert params["layer"] == -1 and params["pooling"] == "cls" and params["dtype"] == "float32"
+    assert params["emb_layer"] == -1 and params["pooling"] == "cls" and params["dtype"] == "float32"
     assert len(params["sha256"]) == 64
     # Input order: a shuffled copy gives the same rows, shuffled.
     order = np.random.default_rng(0).permutation(40)
@@ -119,8 +119,8 @@ def test_refuses_tokens_of_another_vocabulary(tiny_v1, cells):
 
 
 def test_bad_options(tiny_v1, tiny_v2, cells):
-    with pytest.raises(ValueError, match=r"layer=-5 is outside \[-2, 0\]"):
-        scgf.tl.embed(cells, model=tiny_v2, layer=-5)
+    with pytest.raises(ValueError, match=r"emb_layer=-5 is outside \[-2, 0\]"):
+        scgf.tl.embed(cells, model=tiny_v2, emb_layer=-5)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         scgf.tl.embed(cells, model=tiny_v2, quantize="8bit", device="cpu")
     with pytest.raises(ValueError, match="pooling='cls' needs a V2 model"):
@@ -138,7 +138,8 @@ def test_backed_file_written_and_resumed(tiny_v2, cells, tmp_path, monkeypatch):
     path = tmp_path / "cells.h5ad"
     cells.write_h5ad(path)
 
-    from scgf.tl import _results
+    from scgf._engine import Runner
+    from scgf.tl import _embedding_store as _results
 
     original = _results.EmbeddingStore.write
     calls = []
@@ -157,18 +158,13 @@ def test_backed_file_written_and_resumed(tiny_v2, cells, tmp_path, monkeypatch):
     monkeypatch.setattr(_results.EmbeddingStore, "write", original)
 
     resumed_from = []
-    monkeypatch.setattr(
-        scgf._engine.Runner,
-        "run",
-        (
-            lambda run: (
-                lambda self, tokens, *a, **k: (
-                    resumed_from.append(tokens.shape[0]),
-                    run(self, tokens, *a, **k),
-                )
-            )
-        )(scgf._engine.Runner.run),
-    )
+    real_run = Runner.run
+
+    def counting_run(self, tokens, **kwargs):
+        resumed_from.append(tokens.shape[0])
+        return real_run(self, tokens, **kwargs)
+
+    monkeypatch.setattr(Runner, "run", counting_run)
     backed = ad.read_h5ad(path, backed="r+")
     scgf.tl.embed(backed, model=tiny_v2, genes=True, chunk_size=40)
     backed.file.close()

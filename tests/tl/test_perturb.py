@@ -190,9 +190,9 @@ def test_group_deletion_only_in_cells_expressing_all(tiny_v2, vocab_v2):
 def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
     adata = small_cells(vocab_v2, n=12)
     full = scgf.tl.perturb(adata, "all", model=tiny_v2, copy=True)
-    from scgf.tl import _perturb
+    from scgf.tl._perturb import _cells, _checkpoint
 
-    original = _perturb.Checkpoint.save
+    original = _checkpoint.Checkpoint.save
     saved = []
 
     def interrupted(self, part):
@@ -201,19 +201,18 @@ def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
         if len(saved) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_perturb.Checkpoint, "save", interrupted)
+    monkeypatch.setattr(_checkpoint.Checkpoint, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt")
-    monkeypatch.setattr(_perturb.Checkpoint, "save", original)
+    monkeypatch.setattr(_checkpoint.Checkpoint, "save", original)
     ran = []
-    real_run = _perturb._CellPerturber.run_cells
-    monkeypatch.setattr(
-        _perturb._CellPerturber,
-        "run_cells",
-        lambda self, tokens, cells, **kw: (ran.extend(cells), real_run(self, tokens, cells, **kw))[
-            1
-        ],
-    )
+    real_run = _cells.CellPerturber.run_cells
+
+    def counting_run(self, tokens, cells, **kw):
+        ran.extend(cells)
+        return real_run(self, tokens, cells, **kw)
+
+    monkeypatch.setattr(_cells.CellPerturber, "run_cells", counting_run)
     scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt")
     assert len(ran) == 12 - saved[0]
     np.testing.assert_allclose(
@@ -222,7 +221,7 @@ def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
     a, b = scgf.get.perturb_df(adata), scgf.get.perturb_df(full)
     np.testing.assert_allclose(a["mean_shift"], b["mean_shift"], **TOL)
     with pytest.raises(ValueError, match="other parameters"):
-        scgf.tl.perturb(adata, "all", model=tiny_v2, layer=0, resume=tmp_path / "ckpt")
+        scgf.tl.perturb(adata, "all", model=tiny_v2, emb_layer=0, resume=tmp_path / "ckpt")
 
 
 def test_checkpoint_blocks_close_at_eight_cells_or_2048_tokens():

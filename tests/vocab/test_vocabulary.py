@@ -99,3 +99,36 @@ def test_from_directory(tmp_path):
     assert vocab.map_genes(["A1BG"])[0] == vocab.token_ids["ENSG00000121410"]
     with pytest.raises(FileNotFoundError):
         Vocabulary.from_directory(tmp_path / "nothing")
+
+
+def write_vocabulary(folder, token_ids: dict, medians: dict, name: str = "custom") -> Vocabulary:
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "tok.pkl", "wb") as f:
+        pickle.dump(token_ids, f)
+    with open(folder / "med.pkl", "wb") as f:
+        pickle.dump(medians, f)
+    return Vocabulary.from_files(folder / "tok.pkl", folder / "med.pkl", name=name)
+
+
+def test_fingerprint_is_content_not_name(tmp_path):
+    tokens = {"<pad>": 0, "<mask>": 1, "ENSG1": 2, "ENSG2": 3}
+    base = write_vocabulary(tmp_path / "a", tokens, {"ENSG1": 2.0, "ENSG2": 4.0})
+    renamed = write_vocabulary(tmp_path / "b", tokens, {"ENSG1": 2.0, "ENSG2": 4.0}, "other")
+    reordered = write_vocabulary(
+        tmp_path / "c", dict(reversed(tokens.items())), {"ENSG2": 4.0, "ENSG1": 2.0}
+    )
+    other_median = write_vocabulary(tmp_path / "d", tokens, {"ENSG1": 2.0, "ENSG2": 4.5})
+    swapped = write_vocabulary(
+        tmp_path / "e", {**tokens, "ENSG1": 3, "ENSG2": 2}, {"ENSG1": 2.0, "ENSG2": 4.0}
+    )
+    assert base.fingerprint == renamed.fingerprint == reordered.fingerprint
+    assert len({base.fingerprint, other_median.fingerprint, swapped.fingerprint}) == 3
+    assert base.describe()["vocabulary_fingerprint"] == base.fingerprint
+
+
+@needs_dicts
+def test_published_fingerprints_differ(vocab_v1, vocab_v2):
+    assert vocab_v1.fingerprint != vocab_v2.fingerprint
+    assert len(vocab_v2.fingerprint) == 16

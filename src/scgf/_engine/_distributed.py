@@ -46,3 +46,14 @@ def sum_across(array: np.ndarray) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
     dist.all_reduce(tensor)
     return tensor.cpu().numpy()
+
+
+def gather_records(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Concatenate every process's record arrays, in rank order (identity without a process
+    group). Processes with no records contribute nothing."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return records
+    everything: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everything, records)
+    parts = [r for r in everything if r]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

@@ -1,33 +1,56 @@
-"""Loading a Geneformer encoder from a registry name, a folder or a transformers model."""
+"""Loading a resolved model onto a device: the encoder alone, or the model with its head."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import pooch
 import torch
-from transformers import BertConfig, BertModel, PreTrainedModel
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
 from transformers.utils import logging as hf_logging
 
-from ..models import get_vocabulary, lookup
-from ..models._resolve import fetch
+from .._optional import import_optional
+from ..models import ModelRecord, resolve
 from ..vocab import Vocabulary
 
 QUANTIZE_OPTIONS = (None, "8bit", "4bit")
+# The transformers class that holds the head of each task.
+HEAD_CLASSES = {
+    "masked_lm": BertForMaskedLM,
+    "cell_classification": BertForSequenceClassification,
+    "gene_classification": BertForTokenClassification,
+}
 
 
 @dataclass
 class LoadedModel:
-    """A ready-to-run encoder with what is needed to describe results."""
+    """A model on its device in evaluation mode, with its :class:`~scgf.models.ModelRecord`.
 
-    encoder: BertModel
-    vocab: Vocabulary
-    name: str
-    revision: str | None
-    sha256: str | None
+    ``model`` is what was loaded: the bare encoder (``BertModel``) unless the head was asked
+    for; ``encoder`` is the ``BertModel`` inside it either way.
+    """
+
+    model: torch.nn.Module
+    record: ModelRecord
     device: torch.device
+
+    @property
+    def encoder(self) -> BertModel:
+        return encoder_of(self.model)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.record.vocabulary
+
+    @property
+    def name(self) -> str:
+        return self.record.name
 
     @property
     def n_layers(self) -> int:
@@ -39,39 +62,10 @@ class LoadedModel:
 
     def describe(self) -> dict:
         """Parameters that identify the model in ``adata.uns``."""
-        info = {"model": self.name, "revision": self.revision, "sha256": self.sha256}
-        return {k: v for k, v in info.items() if v is not None}
+        return self.record.describe()
 
 
-def _weight_file(folder: Path) -> Path | None:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists():
-            return folder / name
-    return None
-
-
-def _quantization_config(quantize: str | None, device: torch.device):
-    if quantize not in QUANTIZE_OPTIONS:
-        raise ValueError(f"quantize={quantize!r}; use None, '8bit' or '4bit'.")
-    if quantize is None:
-        return None
-    if device.type != "cuda":
-        raise ValueError(
-            f"quantize={quantize!r} needs a CUDA GPU (bitsandbytes), but the device is "
-            f"{device.type}. Drop quantize= to run in full precision on this device."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ImportError("quantize= needs bitsandbytes: pip install 'scgf[quant]'") from None
-    from transformers import BitsAndBytesConfig
-
-    if quantize == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
-
-
-def _encoder_of(model: PreTrainedModel) -> BertModel:
+def encoder_of(model: torch.nn.Module) -> BertModel:
     """The BERT encoder inside a pretrained or fine-tuned transformers model."""
     if isinstance(model, BertModel):
         return model
@@ -84,80 +78,90 @@ def _encoder_of(model: PreTrainedModel) -> BertModel:
     )
 
 
+def quantization_config(quantize: str | None, device: torch.device):
+    """The ``BitsAndBytesConfig`` of ``quantize`` (``None``, ``"8bit"``, ``"4bit"``)."""
+    if quantize not in QUANTIZE_OPTIONS:
+        raise ValueError(f"quantize={quantize!r}; use None, '8bit' or '4bit'.")
+    if quantize is None:
+        return None
+    if device.type != "cuda":
+        raise ValueError(
+            f"quantize={quantize!r} needs a CUDA GPU (bitsandbytes), but the device is "
+            f"{device.type}. Drop quantize= to run in full precision on this device."
+        )
+    import_optional("bitsandbytes", feature="quantize=")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _head_class(record: ModelRecord):
+    if record.task not in HEAD_CLASSES:
+        raise ValueError(
+            f"{record.name} is a {record.task or 'model of unknown task'} checkpoint without a "
+            f"task head scgf can read (config architectures: "
+            f"{(record.config or {}).get('architectures')}); a fine-tuned classifier is needed."
+        )
+    return HEAD_CLASSES[record.task]
+
+
 def load_model(
     model,
     *,
     device: torch.device,
     quantize: str | None = None,
+    head: bool = False,
     vocabulary: Vocabulary | None = None,
 ) -> LoadedModel:
-    """Load the encoder of ``model`` in evaluation mode on ``device``.
+    """Load ``model`` in evaluation mode on ``device``.
 
     Parameters
     ----------
     model
-        A registry name, a local checkpoint folder, or a loaded transformers model.
+        Anything :func:`scgf.models.resolve` accepts: a registry name, a local checkpoint
+        folder, or a loaded transformers model.
     device
         Where to run.
     quantize
         ``"8bit"``/``"4bit"`` weights through bitsandbytes (CUDA only).
+    head
+        Keep the model's task head (classifier or MLM head). Without it only the encoder is
+        loaded, and head weights in the checkpoint are skipped on purpose.
     vocabulary
-        The vocabulary; defaults to the model's (for a loaded model: the published one its
-        config's shape matches).
+        The vocabulary; defaults to the model's.
 
     Returns
     -------
     The loaded model.
     """
-    if isinstance(model, PreTrainedModel):
+    record = resolve(model, vocabulary=vocabulary)
+    if record.kind == "loaded":
         if quantize is not None:
             raise ValueError("quantize= applies when scgf loads the model; pass a name or folder.")
-        encoder = _encoder_of(model)
-        vocab = vocabulary or _vocabulary_of_config(encoder.config)
-        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        encoder = encoder.to(device).eval()
-        return LoadedModel(encoder, vocab, name, None, None, device)
+        module = record.model if head else encoder_of(record.model)
+        return LoadedModel(module.to(device).eval(), record, device)
 
-    entry = lookup(model) if isinstance(model, str) else None
-    if entry is not None:
-        folder = fetch(entry.name)
-        name, revision, sha = entry.name, entry.revision, entry.weight_file.sha256
-    else:
-        folder = Path(model)
-        if not folder.is_dir():
-            get_vocabulary(model)  # raises the registry's clear unknown-model error
-        weights = _weight_file(folder)
-        if weights is None:
-            raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin.")
-        name, revision, sha = str(folder), None, pooch.file_hash(str(weights), alg="sha256")
-    vocab = vocabulary or get_vocabulary(folder if entry is None else entry.name)
-    quantization = _quantization_config(quantize, device)
-    kwargs: dict = {"add_pooling_layer": False, "attn_implementation": "sdpa"}
+    model_class = _head_class(record) if head else BertModel
+    quantization = quantization_config(quantize, device)
+    kwargs: dict = {"attn_implementation": "sdpa"}
+    if model_class is BertModel:
+        kwargs["add_pooling_layer"] = False
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # MLM/classifier head weights are unused on purpose
+    if not head:
+        hf_logging.set_verbosity_error()  # the head's weights are left out on purpose
     hf_logging.disable_progress_bar()
     try:
-        encoder = BertModel.from_pretrained(os.fspath(folder), **kwargs)
+        loaded = model_class.from_pretrained(os.fspath(record.folder), **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     if quantization is None:
-        encoder = encoder.to(device)
-    return LoadedModel(encoder.eval(), vocab, name, revision, sha, device)
-
-
-def _vocabulary_of_config(config: BertConfig) -> Vocabulary:
-    shape = (config.vocab_size, config.max_position_embeddings)
-    if shape == (20275, 4096):
-        return get_vocabulary("gc104M")
-    if shape == (25426, 2048):
-        return get_vocabulary("gc30M")
-    raise ValueError(
-        f"The model has vocab_size={shape[0]}, max_position_embeddings={shape[1]}, which match "
-        "no published vocabulary; pass vocabulary=scgf.vocab.Vocabulary.from_files(...)."
-    )
+        loaded = loaded.to(device)
+    return LoadedModel(loaded.eval(), record, device)
 
 
 def truncated_encoder(encoder: BertModel, n_layers: int) -> BertModel:

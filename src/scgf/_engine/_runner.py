@@ -1,80 +1,72 @@
-"""The shared model runner: batches of tokenized cells through a Geneformer encoder."""
+"""The shared model runner: length-sorted, token-budgeted batches through a readout."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-from ._batching import plan_batches
-from ._first_token import first_token_layer, supports_first_token
-from ._loading import LoadedModel, truncated_encoder
-
-logger = logging.getLogger("scgf")
+from .. import _logging
+from ._batching import TokenSource, as_source, plan_batches
+from ._loading import LoadedModel
+from ._readouts import Readout
 
 # Measured: on CPU, small batches keep activations in cache (4096 tokens ~30% faster than 16k).
 DEFAULT_BUDGET = {"cuda": 65_536, "mps": 16_384, "cpu": 4_096}
 
-BatchCallback = Callable[[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
+@dataclass
+class BatchResult:
+    """One batch and what the readout gave for it.
 
-def layer_count(n_layers: int, layer: int) -> int:
-    """Encoder layers to run for Geneformer's ``layer`` (``0`` = last layer's output,
-    ``-1`` = second-to-last, i.e. ``hidden_states[n_layers + layer]``)."""
-    if not -n_layers <= layer <= 0:
-        raise ValueError(
-            f"layer={layer} is outside [-{n_layers}, 0] for this {n_layers}-layer model "
-            "(0 = last layer's output, -1 = second-to-last, Geneformer's default)."
-        )
-    return n_layers + layer
+    ``rows`` index the source (a token matrix's rows or a list of sequences); ``input_ids``
+    and ``lengths`` are the padded batch (CPU tensors); ``output`` is the readout's float32
+    tensor on the device. The runner drops ``output`` when it computes the next batch, so
+    that one batch of activations is alive at a time: copy out what you keep.
+    """
 
-
-def padded_batch(tokens: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids`` and lengths for ``rows`` of a token matrix."""
-    block = tokens[rows]
-    lengths = np.diff(block.indptr)
-    width = int(lengths.max())
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    row_of = np.repeat(np.arange(len(rows)), lengths)
-    ids[row_of, block.indices] = block.data
-    return torch.from_numpy(ids), torch.from_numpy(lengths.astype(np.int64))
+    rows: np.ndarray
+    input_ids: torch.Tensor
+    lengths: torch.Tensor
+    output: torch.Tensor | None
 
 
 class Runner:
-    """Runs an encoder up to a layer over tokenized cells, batch by batch.
+    """Runs a readout over tokenized cells, batch by batch, without gradients.
 
     Cells are sorted by length and batched by a token budget; each batch is padded to its own
-    longest cell. On CUDA the forward runs under bf16/fp16 autocast, and an out-of-memory
-    error halves the budget and retries the batch.
+    longest cell. On CUDA out-of-memory the budget is halved and the batch split and retried
+    (inference only: the result of a cell does not depend on its batch).
 
-    With ``first_token_only=True`` the hidden states hold position 0 only (``<cls>``), and the
-    layer read is evaluated for that position alone (its keys and values still see every
-    position), which saves most of one layer.
+    Parameters
+    ----------
+    loaded
+        The loaded model.
+    readout
+        What to read (:mod:`scgf._engine._readouts`).
+    dtype
+        Autocast precision; ``torch.float32`` runs without autocast.
+    token_budget
+        Padded tokens per batch; defaults by device type (:data:`DEFAULT_BUDGET`).
     """
 
     def __init__(
         self,
         loaded: LoadedModel,
+        readout: Readout,
         *,
-        layer: int = -1,
         dtype: torch.dtype = torch.float32,
         token_budget: int | None = None,
-        first_token_only: bool = False,
     ):
         self.loaded = loaded
+        self.readout = readout
         self.device = loaded.device
         self.dtype = dtype
-        n_run = layer_count(loaded.n_layers, layer)
-        self.first_token_only = first_token_only
-        self.top_layer = None
-        if first_token_only and n_run > 0 and supports_first_token(loaded.encoder.config):
-            self.top_layer = loaded.encoder.encoder.layer[n_run - 1]
-            n_run -= 1
-        self.encoder = truncated_encoder(loaded.encoder, n_run)
+        if token_budget is not None and token_budget < 1:
+            raise ValueError(f"token_budget={token_budget}; it must be a positive token count.")
         self.token_budget = token_budget or DEFAULT_BUDGET.get(self.device.type, 4_096)
 
     def _autocast(self):
@@ -83,50 +75,47 @@ class Runner:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
-    def hidden_states(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Output of the layer read, float32, for one padded batch (on the device): shape
-        (batch, positions, hidden), or (batch, 1, hidden) with ``first_token_only``."""
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The readout of one padded batch (CPU tensors in, device tensor out)."""
         padded = bool((lengths < input_ids.shape[1]).any())  # on the host: no device sync
         input_ids = input_ids.to(self.device)
         positions = torch.arange(input_ids.shape[1], device=self.device)
         mask = positions[None, :] < lengths.to(self.device)[:, None]
         with self._autocast():
-            out = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
-            if self.top_layer is not None:
-                out = first_token_layer(self.top_layer, out, mask if padded else None)
-        if self.first_token_only:
-            out = out[:, :1]
-        return out.float()
+            return self.readout(input_ids, mask, padded)
 
-    def run(self, tokens: sp.csr_matrix, on_batch: BatchCallback, progress=None) -> None:
-        """Call ``on_batch(rows, input_ids, lengths, hidden)`` for every batch of cells.
+    def run(self, tokens, *, progress=None) -> Iterator[BatchResult]:
+        """Yield a :class:`BatchResult` for every batch of ``tokens``, longest cells first.
 
         Parameters
         ----------
         tokens
-            Token matrix (CSR, row i = cell i's tokens at columns 0..len-1).
-        on_batch
-            Receives the batch's row indices (numpy), its padded ``input_ids`` and
-            ``lengths`` (CPU tensors) and the hidden states (device tensor, float32).
+            A CSR token matrix (row i = cell i's tokens at columns 0..len-1), a list of token
+            sequences (e.g. perturbed copies of a cell), or a
+            :class:`~scgf._engine._batching.TokenSource`. Empty cells are skipped.
         progress
             A tqdm bar to advance by the cells of each batch.
         """
-        lengths = np.diff(tokens.indptr)
-        pending = plan_batches(lengths, self.token_budget)[::-1]
+        source: TokenSource = as_source(tokens)
+        pending = plan_batches(source.lengths, self.token_budget)[::-1]
         while pending:
             rows = pending.pop()
-            input_ids, batch_lengths = padded_batch(tokens, rows)
+            ids, lengths = source.take(rows)
+            input_ids, batch_lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
             try:
-                hidden = self.hidden_states(input_ids, batch_lengths)
+                output = self.forward(input_ids, batch_lengths)
             except torch.cuda.OutOfMemoryError:
                 if len(rows) == 1:
                     raise
                 torch.cuda.empty_cache()
                 self.token_budget = max(1, self.token_budget // 2)
-                logger.warning("CUDA out of memory; token budget halved to %d", self.token_budget)
+                _logging.warning(f"CUDA out of memory; token budget halved to {self.token_budget}")
                 half = len(rows) // 2
                 pending.extend([rows[half:], rows[:half]])
                 continue
-            on_batch(rows, input_ids, batch_lengths, hidden)
+            result = BatchResult(rows, input_ids, batch_lengths, output)
+            del output
+            yield result
+            result.output = None  # the consumer has had it; free it before the next batch
             if progress is not None:
                 progress.update(len(rows))

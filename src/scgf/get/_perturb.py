@@ -5,13 +5,14 @@ from __future__ import annotations
 import anndata as ad
 import pandas as pd
 
+from .. import _keys
 from .._anndata import rna_modality
 
 
 def perturb_df(
     adata: ad.AnnData,
     *,
-    key: str = "scgf_perturb",
+    key: str = _keys.PERTURB,
     state: str | None = None,
     gene_shifts: bool = False,
 ) -> pd.DataFrame:

@@ -6,14 +6,14 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _keys
 from .._anndata import rna_modality
 from ..models import get_vocabulary
 from ..models._resolve import ModelLike
-from ..pp._tokenize import TOKENS_KEY
 from ..vocab import Vocabulary
 
 
-def token_matrix(adata: ad.AnnData, key: str = TOKENS_KEY):
+def token_matrix(adata: ad.AnnData, key: str = _keys.TOKENS):
     """The stored token matrix (CSR, or a backed sparse dataset) with a clear error if absent."""
     target = rna_modality(adata)
     if key not in target.obsm:
@@ -24,7 +24,7 @@ def token_matrix(adata: ad.AnnData, key: str = TOKENS_KEY):
     return target.obsm[key]
 
 
-def token_params(adata: ad.AnnData, key: str = TOKENS_KEY) -> dict:
+def token_params(adata: ad.AnnData, key: str = _keys.TOKENS) -> dict:
     """The parameters recorded with the tokens (vocabulary, context, special tokens)."""
     target = rna_modality(adata)
     try:
@@ -36,24 +36,34 @@ def token_params(adata: ad.AnnData, key: str = TOKENS_KEY) -> dict:
         ) from None
 
 
-def check_token_vocabulary(adata: ad.AnnData, vocab: Vocabulary, key: str = TOKENS_KEY) -> None:
-    """Refuse tokens that were made for another vocabulary or token layout."""
+def check_token_vocabulary(adata: ad.AnnData, vocab: Vocabulary, key: str = _keys.TOKENS) -> None:
+    """Refuse tokens that were made with another vocabulary or token layout.
+
+    The vocabularies are compared by content (:attr:`~scgf.vocab.Vocabulary.fingerprint`), not
+    by name. Tokens written before fingerprints were recorded are compared by name.
+    """
     params = token_params(adata, key)
-    made = (params.get("vocabulary"), bool(params.get("special_tokens")))
-    wanted = (vocab.name, vocab.special_tokens)
-    if made != wanted:
+    made_special = bool(params.get("special_tokens"))
+    fingerprint = params.get("vocabulary_fingerprint")
+    if fingerprint is not None:
+        same = fingerprint == vocab.fingerprint and made_special == vocab.special_tokens
+    else:
+        same = (params.get("vocabulary"), made_special) == (vocab.name, vocab.special_tokens)
+    if not same:
+        made = f" (fingerprint {fingerprint})" if fingerprint else ""
         raise ValueError(
-            f"adata.obsm[{key!r}] holds {params.get('version')} tokens of the {made[0]} "
-            f"vocabulary, but this model reads {vocab.version} tokens of the {vocab.name} "
-            f"vocabulary. Tokenize again with this model: scgf.pp.tokenize(adata, model=...), "
-            "using another key_added to keep both."
+            f"adata.obsm[{key!r}] holds {params.get('version')} tokens of the "
+            f"{params.get('vocabulary')} vocabulary{made}, but this model reads {vocab.version} "
+            f"tokens of the {vocab.name} vocabulary (fingerprint {vocab.fingerprint}). Tokenize "
+            "again with this model: scgf.pp.tokenize(adata, model=...), using another key_added "
+            "to keep both."
         )
 
 
 def tokens(
     adata: ad.AnnData,
     *,
-    key: str = TOKENS_KEY,
+    key: str = _keys.TOKENS,
     as_ids: bool = False,
     model: ModelLike | None = None,
 ) -> list[np.ndarray]:

@@ -1,29 +1,33 @@
-"""Geneformer checkpoints: the registry, pooch downloads and vocabularies."""
+"""Geneformer checkpoints: the registry, pooch downloads, vocabularies and ``resolve``."""
 
-from ._fetch import ChecksumError, DownloadError, cached_path, fetch_file, file_url
+from ._fetch import (
+    ChecksumError,
+    DownloadError,
+    UnknownModelError,
+    cached_path,
+    fetch,
+    fetch_file,
+    fetch_vocabulary,
+    file_url,
+)
 from ._registry import (
     ModelEntry,
     RemoteFile,
     VocabularySpec,
+    list_models,
     lookup,
     published_vocabularies,
     register,
     unregister,
 )
-from ._resolve import (
-    DEFAULT_MODEL,
-    UnknownModelError,
-    fetch,
-    fetch_vocabulary,
-    get_vocabulary,
-    list_models,
-)
+from ._resolve import DEFAULT_MODEL, ModelRecord, get_vocabulary, resolve
 
 __all__ = [
     "DEFAULT_MODEL",
     "ChecksumError",
     "DownloadError",
     "ModelEntry",
+    "ModelRecord",
     "RemoteFile",
     "UnknownModelError",
     "VocabularySpec",
@@ -37,5 +41,6 @@ __all__ = [
     "lookup",
     "published_vocabularies",
     "register",
+    "resolve",
     "unregister",
 ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import pooch
-import requests
-
 from .._settings import settings
-from ._registry import REPOSITORY, RemoteFile
-
-logger = logging.getLogger("scgf")
+from ._registry import (
+    REPOSITORY,
+    ModelEntry,
+    RemoteFile,
+    all_models,
+    lookup,
+    published_vocabularies,
+)
 
 
 class DownloadError(RuntimeError):
@@ -50,6 +51,9 @@ def fetch_file(remote: RemoteFile, *, progress: bool | None = None) -> Path:
     -------
     Path of the verified file.
     """
+    import pooch
+    import requests
+
     target = cached_path(remote)
     url = file_url(remote)
     show = settings.progress if progress is None else progress
@@ -78,3 +82,71 @@ def fetch_file(remote: RemoteFile, *, progress: bool | None = None) -> Path:
             "SCGF_BASE_URL at a reachable mirror."
         ) from err
     return Path(path)
+
+
+class UnknownModelError(ValueError):
+    """A ``model=`` argument is neither a registered name nor an existing folder."""
+
+
+def unknown_model(name: str) -> UnknownModelError:
+    """The error for a ``model=`` that is neither a known name nor an existing folder."""
+    known = ", ".join(all_models())
+    return UnknownModelError(
+        f"{name!r} is neither a known Geneformer checkpoint nor an existing folder. "
+        f"Known names: {known}. See scgf.models.list_models()."
+    )
+
+
+def require_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``, or :class:`UnknownModelError`."""
+    entry = lookup(name)
+    if entry is None:
+        raise unknown_model(name)
+    return entry
+
+
+def fetch(name: str, *, progress: bool | None = None) -> Path:
+    """Download a checkpoint's config and weights (once) and return its local folder.
+
+    Files are verified against their pinned sha256 and cached in ``scgf.settings.cache_dir``;
+    later calls use the cache without network access. The folder can be passed to
+    ``transformers.BertForMaskedLM.from_pretrained``.
+
+    Parameters
+    ----------
+    name
+        A registry name or alias, e.g. ``"Geneformer-V2-104M"`` or ``"gf-12L-95M-i4096"``.
+    progress
+        Show download progress bars; defaults to ``scgf.settings.progress``.
+
+    Returns
+    -------
+    The local checkpoint folder.
+    """
+    entry = require_entry(name)
+    paths = [fetch_file(remote, progress=progress) for remote in entry.inference_files]
+    return paths[0].parent
+
+
+def fetch_vocabulary(name: str = "gc104M", *, progress: bool | None = None) -> dict[str, Path]:
+    """Download a published vocabulary's four dictionaries and return their local paths.
+
+    Parameters
+    ----------
+    name
+        ``"gc104M"`` (V2; ``"gc95M"`` is the same files) or ``"gc30M"`` (V1).
+    progress
+        Show download progress bars; defaults to ``scgf.settings.progress``.
+
+    Returns
+    -------
+    ``{"token_dictionary": path, "gene_median": path, "gene_names": path,
+    "gene_mapping": path}``.
+    """
+    name = "gc104M" if name == "gc95M" else name
+    specs = published_vocabularies()
+    if name not in specs:
+        raise UnknownModelError(f"Unknown vocabulary {name!r}; use 'gc104M' (V2) or 'gc30M' (V1).")
+    return {
+        role: fetch_file(remote, progress=progress) for role, remote in specs[name].files.items()
+    }

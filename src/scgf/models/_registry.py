@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+import pandas as pd
+
 REPOSITORY = "ctheodoris/Geneformer"
 
 
@@ -210,3 +212,33 @@ def register(
 def unregister(name: str) -> None:
     """Remove a model added with :func:`register`."""
     _custom_models.pop(name, None)
+
+
+def list_models() -> pd.DataFrame:
+    """Every checkpoint scgf can fetch, with its vocabulary and pinned revision.
+
+    Returns
+    -------
+    One row per model, indexed by name, with columns ``aliases``, ``version`` (V1/V2),
+    ``vocabulary``, ``context_size``, ``fine_tuned``, ``revision``, ``folder`` and
+    ``weights_mb`` (download size of the weights).
+    """
+    vocabularies = published_vocabularies()
+    rows = []
+    for entry in all_models().values():
+        vocab = vocabularies[entry.vocabulary]
+        size = entry.weight_file.size
+        rows.append(
+            {
+                "name": entry.name,
+                "aliases": ", ".join(entry.aliases),
+                "version": vocab.version,
+                "vocabulary": entry.vocabulary,
+                "context_size": vocab.context_size,
+                "fine_tuned": entry.fine_tuned,
+                "revision": entry.revision,
+                "folder": entry.folder,
+                "weights_mb": round(size / 2**20, 1) if size else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("name")

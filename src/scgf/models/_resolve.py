@@ -1,174 +1,243 @@
-"""Resolve ``model=`` arguments (registry name, folder, vocabulary) to files and vocabularies."""
+"""``scgf.models.resolve``: every kind of ``model=`` argument to one record.
+
+A ``model=`` may be a registry name or alias, a local checkpoint folder, or a transformers
+model already in memory. Every tool asks :func:`resolve` what it is: where its files are,
+which vocabulary it reads, which revision and hashes identify it, and what task (and labels)
+it was trained for. Nothing else re-derives these facts.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from functools import cache
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-import pooch
-
-from ..vocab import Vocabulary, find_dictionary_files
-from ._fetch import fetch_file
-from ._registry import ModelEntry, all_models, lookup, published_vocabularies
+from ..vocab import Vocabulary
+from ._fetch import fetch, unknown_model
+from ._registry import ModelEntry, lookup
+from ._vocabularies import (
+    VOCABULARY_NAMES,
+    published_vocabulary,
+    vocabulary_of_config,
+    vocabulary_of_folder,
+)
 
 ModelLike = str | os.PathLike | Vocabulary
 
 DEFAULT_MODEL = "Geneformer-V2-104M"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-
-class UnknownModelError(ValueError):
-    """A ``model=`` argument is neither a registered name nor an existing folder."""
-
-
-def list_models() -> pd.DataFrame:
-    """Every checkpoint scgf can fetch, with its vocabulary and pinned revision.
-
-    Returns
-    -------
-    One row per model, indexed by name, with columns ``aliases``, ``version`` (V1/V2),
-    ``vocabulary``, ``context_size``, ``fine_tuned``, ``revision``, ``folder`` and
-    ``weights_mb`` (download size of the weights).
-    """
-    vocabularies = published_vocabularies()
-    rows = []
-    for entry in all_models().values():
-        vocab = vocabularies[entry.vocabulary]
-        size = entry.weight_file.size
-        rows.append(
-            {
-                "name": entry.name,
-                "aliases": ", ".join(entry.aliases),
-                "version": vocab.version,
-                "vocabulary": entry.vocabulary,
-                "context_size": vocab.context_size,
-                "fine_tuned": entry.fine_tuned,
-                "revision": entry.revision,
-                "folder": entry.folder,
-                "weights_mb": round(size / 2**20, 1) if size else float("nan"),
-            }
-        )
-    return pd.DataFrame(rows).set_index("name")
-
-
-def _unknown(name: str) -> UnknownModelError:
-    known = ", ".join(all_models())
-    return UnknownModelError(
-        f"{name!r} is neither a known Geneformer checkpoint nor an existing folder. "
-        f"Known names: {known}. See scgf.models.list_models()."
-    )
-
-
-def _require_entry(name: str) -> ModelEntry:
-    entry = lookup(name)
-    if entry is None:
-        raise _unknown(name)
-    return entry
-
-
-def fetch(name: str, *, progress: bool | None = None) -> Path:
-    """Download a checkpoint's config and weights (once) and return its local folder.
-
-    Files are verified against their pinned sha256 and cached in ``scgf.settings.cache_dir``;
-    later calls use the cache without network access. The folder can be passed to
-    ``transformers.BertForMaskedLM.from_pretrained``.
-
-    Parameters
-    ----------
-    name
-        A registry name or alias, e.g. ``"Geneformer-V2-104M"`` or ``"gf-12L-95M-i4096"``.
-    progress
-        Show download progress bars; defaults to ``scgf.settings.progress``.
-
-    Returns
-    -------
-    The local checkpoint folder.
-    """
-    entry = _require_entry(name)
-    paths = [fetch_file(remote, progress=progress) for remote in entry.inference_files]
-    return paths[0].parent
-
-
-def fetch_vocabulary(name: str = "gc104M", *, progress: bool | None = None) -> dict[str, Path]:
-    """Download a published vocabulary's four dictionaries and return their local paths.
-
-    Parameters
-    ----------
-    name
-        ``"gc104M"`` (V2; ``"gc95M"`` is the same files) or ``"gc30M"`` (V1).
-    progress
-        Show download progress bars; defaults to ``scgf.settings.progress``.
-
-    Returns
-    -------
-    ``{"token_dictionary": path, "gene_median": path, "gene_names": path,
-    "gene_mapping": path}``.
-    """
-    name = "gc104M" if name == "gc95M" else name
-    specs = published_vocabularies()
-    if name not in specs:
-        raise UnknownModelError(f"Unknown vocabulary {name!r}; use 'gc104M' (V2) or 'gc30M' (V1).")
-    return {
-        role: fetch_file(remote, progress=progress) for role, remote in specs[name].files.items()
-    }
-
-
-@cache
-def _published_vocabulary(name: str) -> Vocabulary:
-    spec = published_vocabularies()[name]
-    return Vocabulary.from_files(
-        **fetch_vocabulary(name),
-        context_size=spec.context_size,
-        special_tokens=spec.special_tokens,
-        name=name,
-    )
-
-
-_VOCABULARY_NAMES = {
-    "gc104M": "gc104M",
-    "gc95M": "gc104M",
-    "V2": "gc104M",
-    "gc30M": "gc30M",
-    "V1": "gc30M",
+# transformers architecture -> the task scgf calls it
+TASKS = {
+    "BertForMaskedLM": "masked_lm",
+    "BertForPreTraining": "masked_lm",
+    "BertForSequenceClassification": "cell_classification",
+    "BertForTokenClassification": "gene_classification",
+    "BertModel": "encoder",
 }
 
 
-def _vocabulary_from_config(directory: Path) -> Vocabulary:
-    config_path = directory / "config.json"
-    if not config_path.exists():
-        raise UnknownModelError(
-            f"{directory} has neither Geneformer dictionary files (token_dictionary*.pkl, "
-            "gene_median_dictionary*.pkl) nor a config.json to identify its vocabulary."
-        )
-    config = json.loads(config_path.read_text())
-    shape = (config.get("vocab_size"), config.get("max_position_embeddings"))
-    for name, spec in published_vocabularies().items():
-        if shape == (_PUBLISHED_SIZES[name], spec.context_size):
-            return _published_vocabulary(name)
-    raise UnknownModelError(
-        f"{config_path} has vocab_size={shape[0]} and max_position_embeddings={shape[1]}, "
-        "which match no published vocabulary (V1 gc30M: 25426/2048, V2 gc104M: 20275/4096). "
-        "Put the model's token_dictionary*.pkl and gene_median_dictionary*.pkl in the folder, "
-        "or pass a scgf.vocab.Vocabulary built with Vocabulary.from_files(...)."
-    )
+@dataclass(frozen=True, eq=False)
+class ModelRecord:
+    """What scgf knows about one ``model=`` argument.
+
+    Attributes
+    ----------
+    name
+        Registry name, folder path, or the loaded model's ``name_or_path``.
+    kind
+        ``"registry"``, ``"folder"`` or ``"loaded"``.
+    vocabulary
+        The vocabulary the model reads.
+    folder
+        The local checkpoint folder (``None`` for a loaded model, or when the weights were not
+        asked for).
+    revision
+        Repository revision of a registry model.
+    file_hashes
+        ``{file name: sha256}``: pinned hashes of a registry model, the weight file's hash of
+        a folder.
+    config
+        The model's ``config.json`` (``None`` before a registry model is fetched).
+    task
+        ``"masked_lm"`` (pretrained), ``"cell_classification"``, ``"gene_classification"``,
+        ``"encoder"`` (a bare ``BertModel``) or ``None`` when unknown.
+    labels
+        Class names of a fine-tuned classifier, in logit order.
+    model
+        The transformers model itself, when one was passed.
+    entry
+        The registry entry of a registry model.
+    """
+
+    name: str
+    kind: str
+    vocabulary: Vocabulary
+    folder: Path | None = None
+    revision: str | None = None
+    file_hashes: dict[str, str] = field(default_factory=dict)
+    config: dict | None = None
+    task: str | None = None
+    labels: tuple[str, ...] | None = None
+    model: Any = None
+    entry: ModelEntry | None = None
+
+    @property
+    def weight_file(self) -> Path | None:
+        """The local weight file, if the folder has one."""
+        return None if self.folder is None else _weight_file(self.folder)
+
+    @property
+    def sha256(self) -> str | None:
+        """sha256 of the weights (``None`` for a loaded model)."""
+        for name in WEIGHT_FILES:
+            if name in self.file_hashes:
+                return self.file_hashes[name]
+        return None
+
+    def describe(self) -> dict:
+        """Parameters that identify the model in ``adata.uns``."""
+        info = {"model": self.name, "revision": self.revision, "sha256": self.sha256}
+        return {k: v for k, v in info.items() if v is not None}
 
 
-def _published_name(files: dict[str, Path]) -> str | None:
-    """The published vocabulary whose token and median dictionaries these files are."""
-    digests = {
-        role: pooch.file_hash(str(files[role]), alg="sha256")
-        for role in ("token_dictionary", "gene_median")
-    }
-    for name, spec in published_vocabularies().items():
-        if all(spec.files[role].sha256 == digest for role, digest in digests.items()):
-            return name
+def resolve(
+    model: Any = DEFAULT_MODEL,
+    *,
+    weights: bool = True,
+    vocabulary: Vocabulary | None = None,
+) -> ModelRecord:
+    """Resolve a ``model=`` argument to one :class:`ModelRecord`.
+
+    Parameters
+    ----------
+    model
+        A registry name or alias (``"Geneformer-V2-104M"``, ``"gf-12L-95M-i4096"``), a local
+        checkpoint folder (a transformers folder with ``config.json`` and weights, optionally
+        Geneformer dictionary pickles), or a loaded transformers model.
+    weights
+        Download (registry) and hash (folder) the weights. ``False`` resolves only what the
+        vocabulary needs, e.g. for tokenizing.
+    vocabulary
+        Use this vocabulary instead of the model's own.
+
+    Returns
+    -------
+    The record.
+    """
+    if _is_transformers_model(model):
+        return _resolve_loaded(model, vocabulary)
+    if isinstance(model, Vocabulary):
+        raise TypeError("A Vocabulary is not a model; pass a model name or folder as model=.")
+    entry = lookup(model) if isinstance(model, str) else None
+    if entry is not None:
+        return _resolve_registry(entry, weights, vocabulary)
+    folder = Path(model)
+    if folder.is_dir():
+        return _resolve_folder(folder, weights, vocabulary)
+    raise unknown_model(str(model))
+
+
+def _is_transformers_model(model: Any) -> bool:
+    # Checked without importing transformers, so that resolving a name stays cheap.
+    if "transformers" not in sys.modules:
+        return False
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def _task_and_labels(config: dict | None) -> tuple[str | None, tuple[str, ...] | None]:
+    if not config:
+        return None, None
+    architectures = config.get("architectures") or []
+    task = TASKS.get(architectures[0]) if architectures else None
+    labels = None
+    if task in ("cell_classification", "gene_classification") and config.get("id2label"):
+        id2label = config["id2label"]
+        labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    return task, labels
+
+
+def _read_config(folder: Path) -> dict | None:
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _weight_file(folder: Path) -> Path | None:
+    for name in WEIGHT_FILES:
+        if (folder / name).exists():
+            return folder / name
     return None
 
 
-# Token-dictionary sizes of the published vocabularies (special tokens included).
-_PUBLISHED_SIZES = {"gc104M": 20275, "gc30M": 25426}
+@lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed on size and mtime too: a rewritten checkpoint is hashed again.
+    import pooch
+
+    return pooch.file_hash(path, alg="sha256")
+
+
+def _resolve_registry(entry: ModelEntry, weights: bool, vocabulary) -> ModelRecord:
+    folder = fetch(entry.name) if weights else None
+    config = _read_config(folder) if folder is not None else None
+    task, labels = _task_and_labels(config)
+    return ModelRecord(
+        name=entry.name,
+        kind="registry",
+        vocabulary=vocabulary or published_vocabulary(entry.vocabulary),
+        folder=folder,
+        revision=entry.revision,
+        file_hashes={f.name: f.sha256 for f in entry.files},
+        config=config,
+        task=task,
+        labels=labels,
+        entry=entry,
+    )
+
+
+def _resolve_folder(folder: Path, weights: bool, vocabulary) -> ModelRecord:
+    config = _read_config(folder)
+    hashes = {}
+    if weights:
+        weight_file = _weight_file(folder)
+        if weight_file is None:
+            raise FileNotFoundError(
+                f"{folder} has no {' or '.join(WEIGHT_FILES)}: it is not a checkpoint folder."
+            )
+        stat = weight_file.stat()
+        hashes[weight_file.name] = _file_sha256(str(weight_file), stat.st_size, stat.st_mtime_ns)
+    task, labels = _task_and_labels(config)
+    return ModelRecord(
+        name=str(folder),
+        kind="folder",
+        vocabulary=vocabulary or vocabulary_of_folder(folder, config),
+        folder=folder,
+        file_hashes=hashes,
+        config=config,
+        task=task,
+        labels=labels,
+    )
+
+
+def _resolve_loaded(model, vocabulary) -> ModelRecord:
+    config = model.config.to_dict()
+    name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    task, labels = _task_and_labels({**config, "architectures": [type(model).__name__]})
+    return ModelRecord(
+        name=name,
+        kind="loaded",
+        vocabulary=vocabulary or vocabulary_of_config(config, f"The {type(model).__name__}"),
+        config=config,
+        task=task,
+        labels=labels,
+        model=model,
+    )
 
 
 def get_vocabulary(model: ModelLike = DEFAULT_MODEL) -> Vocabulary:
@@ -180,7 +249,7 @@ def get_vocabulary(model: ModelLike = DEFAULT_MODEL) -> Vocabulary:
         A registry name (its published dictionaries are fetched, not its weights), a
         vocabulary name (``"gc104M"``/``"V2"``, ``"gc30M"``/``"V1"``), a local checkpoint folder
         (its own dictionary files, else the published vocabulary its ``config.json`` shape
-        matches) or a :class:`~scgf.vocab.Vocabulary`.
+        matches), a loaded transformers model or a :class:`~scgf.vocab.Vocabulary`.
 
     Returns
     -------
@@ -188,23 +257,6 @@ def get_vocabulary(model: ModelLike = DEFAULT_MODEL) -> Vocabulary:
     """
     if isinstance(model, Vocabulary):
         return model
-    if isinstance(model, str) and model in _VOCABULARY_NAMES:
-        return _published_vocabulary(_VOCABULARY_NAMES[model])
-    if isinstance(model, str) and lookup(model) is not None:
-        return _published_vocabulary(lookup(model).vocabulary)
-    path = Path(model)
-    if path.is_dir():
-        files = find_dictionary_files(path)
-        if files is None:
-            return _vocabulary_from_config(path)
-        published = _published_name(files)
-        if published is None:
-            return Vocabulary.from_directory(path)
-        spec = published_vocabularies()[published]  # the published files, read locally
-        return Vocabulary.from_files(
-            **files,
-            context_size=spec.context_size,
-            special_tokens=spec.special_tokens,
-            name=published,
-        )
-    raise _unknown(str(model))
+    if isinstance(model, str) and model in VOCABULARY_NAMES:
+        return published_vocabulary(VOCABULARY_NAMES[model])
+    return resolve(model, weights=False).vocabulary

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 
+from .. import _keys
 from .._anndata import rna_modality
 
 
@@ -35,7 +36,7 @@ def _compute_umap(adata: ad.AnnData, basis: str, random_state: int) -> None:
 def embedding(
     adata: ad.AnnData,
     *,
-    basis: str = "X_geneformer",
+    basis: str = _keys.EMBEDDING,
     color: str | list[str] | None = None,
     random_state: int = 0,
     show: bool | None = None,

@@ -7,13 +7,14 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from .. import _keys
 from ..get import perturb_df
 
 
 def perturbation(
     adata: ad.AnnData,
     *,
-    key: str = "scgf_perturb",
+    key: str = _keys.PERTURB,
     state: str | None = None,
     n_top: int = 20,
     show: bool | None = None,

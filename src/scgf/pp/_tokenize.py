@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from .. import _keys, _logging
 from .._anndata import count_matrix, iter_row_chunks, rna_modality
 from .._settings import settings
 from ..models import DEFAULT_MODEL, get_vocabulary
@@ -22,10 +22,6 @@ from ..vocab import Vocabulary
 from ._checks import InputDataError, check_gene_overlap, check_n_counts, check_raw_counts
 from ._rank_encoding import GeneAggregator, encode_chunk, tokens_to_csr
 from ._token_store import TokenWriter
-
-logger = logging.getLogger("scgf")
-
-TOKENS_KEY = "gf_tokens"
 
 
 def tokenize(
@@ -40,7 +36,7 @@ def tokenize(
     special_tokens: bool | None = None,
     min_overlap: float = 0.1,
     chunk_size: int = 2048,
-    key_added: str = TOKENS_KEY,
+    key_added: str = _keys.TOKENS,
     inplace: bool = True,
     copy: bool = False,
 ) -> ad.AnnData | sp.csr_matrix | None:
@@ -115,6 +111,7 @@ def tokenize(
         data = adata.copy()
     target = rna_modality(data)
     vocab = get_vocabulary(model)
+    start = _logging.info(f"tokenizing {target.n_obs} cells with the {vocab.name} vocabulary")
     context, special = _context(vocab, context_size, special_tokens)
     matrix = count_matrix(target, layer)
     column_tokens = _column_tokens(target, vocab, gene_key, mask_var, min_overlap)
@@ -161,7 +158,8 @@ def tokenize(
             UserWarning,
             stacklevel=2,
         )
-    logger.info("tokenized %d cells with the %s vocabulary", target.n_obs, vocab.name)
+    added = f": added obsm[{key_added!r}], uns[{key_added!r}]" if inplace else ""
+    _logging.info(f"    finished{added}", time=start)
     if not inplace:
         return result
     return data if copy else None

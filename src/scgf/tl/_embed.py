@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from .. import _keys, _logging
 from .._anndata import rna_modality
-from .._engine import Runner, load_model, resolve_device, resolve_dtype
-from .._engine._distributed import shard, sum_across, world
 from .._settings import settings
 from ..models import DEFAULT_MODEL
-from ..pp._tokenize import TOKENS_KEY
 from ._common import as_csr, check_pooling, ensure_tokens, var_tokens
-from ._pooling import accumulate_genes, pool
-from ._results import EmbeddingStore
 
-logger = logging.getLogger("scgf")
+if TYPE_CHECKING:
+    import torch
 
 Pooling = Literal["cls", "mean"]
 
@@ -30,15 +25,15 @@ def embed(
     *,
     model=DEFAULT_MODEL,
     pooling: Pooling | None = None,
-    layer: int = -1,
+    emb_layer: int = -1,
     genes: bool = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     quantize: Literal["8bit", "4bit"] | None = None,
     batch_tokens: int | None = None,
     chunk_size: int = 8192,
-    tokens_key: str = TOKENS_KEY,
-    key_added: str = "X_geneformer",
+    tokens_key: str = _keys.TOKENS,
+    key_added: str = _keys.EMBEDDING,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Embed cells (and optionally genes) with a Geneformer model.
@@ -57,7 +52,7 @@ def embed(
         ``"cls"``: the ``<cls>`` token's embedding (the V2 default). ``"mean"``: the mean over
         the gene positions, ``<cls>``/``<eos>`` excluded (the V1 default; the reference's
         ``cell`` mode).
-    layer
+    emb_layer
         Which layer's output to read, with Geneformer's meaning: ``-1`` (default) the
         second-to-last encoder layer's output (``hidden_states[n_layers - 1]``), ``0`` the last
         layer's; more negative values go further down. Layers above it are not run.
@@ -82,7 +77,7 @@ def embed(
     key_added
         ``adata.obsm[key_added]`` (float32, input row order, NaN rows for cells without
         tokens), ``adata.varm[key_added]`` with ``genes=True`` and ``adata.uns[key_added]``
-        (model, revision, weight sha256, layer, pooling, dtype).
+        (model, revision, weight sha256, emb_layer, pooling, dtype).
     copy
         Return an embedded copy instead of modifying ``adata``.
 
@@ -93,6 +88,13 @@ def embed(
     Under ``torchrun --nproc_per_node N`` each process embeds a contiguous block of cells and
     the results are merged in input order on every process.
     """
+    import torch
+
+    from .._engine import LayerOutput, Runner, load_model, resolve_device, resolve_dtype
+    from .._engine._distributed import shard, sum_across, world
+    from ._embedding_store import EmbeddingStore
+    from ._pooling import accumulate_genes, pool
+
     data = adata.copy() if copy else adata
     target = rna_modality(data)
     rank, size = world()
@@ -102,17 +104,16 @@ def embed(
     vocab = loaded.vocab
     pooling = check_pooling(pooling, vocab.special_tokens)
     ensure_tokens(target, vocab, tokens_key)
-    runner = Runner(
-        loaded,
-        layer=layer,
-        dtype=compute_dtype,
-        token_budget=batch_tokens,
-        first_token_only=pooling == "cls" and not genes,
+    readout = LayerOutput(loaded, emb_layer, cls_only=pooling == "cls" and not genes)
+    runner = Runner(loaded, readout, dtype=compute_dtype, token_budget=batch_tokens)
+    start_time = _logging.info(
+        f"computing embeddings of {target.n_obs} cells with {loaded.name} "
+        f"(emb_layer={emb_layer}, {pooling} pooling)"
     )
 
     params = {
         **loaded.describe(),
-        "layer": layer,
+        "emb_layer": emb_layer,
         "pooling": pooling,
         "dtype": str(compute_dtype).removeprefix("torch."),
         "quantize": quantize or "none",
@@ -150,13 +151,19 @@ def embed(
             hi = min(lo + chunk_size, stop)
             chunk = as_csr(tokens[lo:hi])
             out = np.full((hi - lo, loaded.hidden_size), np.nan, dtype=np.float32)
-
-            def on_batch(rows, input_ids, lengths, hidden, out=out):
-                out[rows] = pool(hidden, lengths, pooling, vocab.special_tokens).cpu().numpy()
+            for batch in runner.run(chunk, progress=bar):
+                out[batch.rows] = (
+                    pool(batch.output, batch.lengths, pooling, vocab.special_tokens).cpu().numpy()
+                )
                 if sums is not None:
-                    accumulate_genes(hidden, input_ids, lengths, vocab.special_tokens, sums, counts)
-
-            runner.run(chunk, on_batch, progress=bar)
+                    accumulate_genes(
+                        batch.output,
+                        batch.input_ids,
+                        batch.lengths,
+                        vocab.special_tokens,
+                        sums,
+                        counts,
+                    )
             bar.update(int((np.diff(chunk.indptr) == 0).sum()))
             # Gene sums are saved only where a later call can resume from them (a file).
             keep_sums = sums is not None and store.persistent
@@ -170,7 +177,6 @@ def embed(
             per_token = (total / n[:, None]).astype(np.float32)
         gene_embeddings = per_token[var_tokens(target, vocab, tokens_key)]
     store.finish(gene_embeddings)
-    logger.info(
-        "embedded %d cells with %s (layer %d, %s)", target.n_obs, loaded.name, layer, pooling
-    )
+    written = f"obsm[{key_added!r}]" + (f", varm[{key_added!r}]" if genes else "")
+    _logging.info(f"    finished: added {written}, uns[{key_added!r}]", time=start_time)
     return data if copy else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -222,14 +223,28 @@ class Vocabulary:
         tokens = ensembl.map(self.token_ids)
         return tokens.fillna(-1).to_numpy(dtype=np.int64)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """A content hash of what tokens mean: every (identifier, token id, median) and the
+        special-token layout. Two vocabularies with the same fingerprint give the same tokens
+        for the same counts; the name plays no part, so two custom vocabularies both called
+        "custom" are still told apart."""
+        digest = hashlib.sha256(f"special_tokens={self.special_tokens}\n".encode())
+        for key, tok in sorted(self.token_ids.items(), key=lambda item: item[1]):
+            median = self.medians.get(key)
+            digest.update(f"{tok}\t{key}\t{median!r}\n".encode())
+        return digest.hexdigest()[:16]
+
     def tokens_to_ids(self, tokens: np.ndarray) -> np.ndarray:
         """Ensembl IDs (or special token names) of an array of token ids."""
         return self.id_of_token[np.asarray(tokens, dtype=np.int64)]
 
     def describe(self) -> dict:
-        """The facts recorded with tokens: name, version, context and special tokens."""
+        """The facts recorded with tokens: name, content fingerprint, version, context and
+        special tokens."""
         return {
             "vocabulary": self.name,
+            "vocabulary_fingerprint": self.fingerprint,
             "version": self.version,
             "context_size": self.context_size,
             "special_tokens": self.special_tokens,

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+# A checkpoint is written after at most 8 cells or 2,048 tokens of cells (about as many
+# perturbed copies with genes="all"), so that long cells are saved one by one.
+BLOCK_CELLS, BLOCK_TOKENS = 8, 2048
+
 # The arrays of a block: one entry per (cell, perturbation), and per affected gene.
 RECORD_KEYS = (
     "cell",
@@ -63,3 +67,16 @@ class Checkpoint:
         if not self.parts:
             return {}
         return {k: np.concatenate([p[k] for p in self.parts]) for k in (*RECORD_KEYS, "done")}
+
+
+def checkpoint_blocks(cells: list[int], lengths: np.ndarray) -> list[list[int]]:
+    """Consecutive blocks of ``cells``, each closed at ``BLOCK_CELLS`` cells or once its cells'
+    token counts reach ``BLOCK_TOKENS``."""
+    blocks, block, tokens = [], [], 0
+    for cell in cells:
+        block.append(cell)
+        tokens += int(lengths[cell])
+        if len(block) == BLOCK_CELLS or tokens >= BLOCK_TOKENS:
+            blocks.append(block)
+            block, tokens = [], 0
+    return [*blocks, block] if block else blocks

@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..vocab import Vocabulary
+from ...vocab import Vocabulary
 
 ALL = "all"
 
@@ -95,7 +95,7 @@ def _tokens_of(ids: list, vocab: Vocabulary, what: str) -> np.ndarray:
 def select_cells(
     adata: ad.AnnData,
     lengths: np.ndarray,
-    mask,
+    mask_obs,
     cell_states: dict | None,
     max_cells: int | None,
     random_state: int,
@@ -103,10 +103,14 @@ def select_cells(
     """Indices of the cells to perturb: with tokens, in ``mask``, in the start state, then
     at most ``max_cells`` of them drawn at random (kept in input order)."""
     keep = lengths > 0
-    if mask is not None:
-        values = adata.obs[mask].to_numpy() if isinstance(mask, str) else np.asarray(mask)
+    if mask_obs is not None:
+        values = (
+            adata.obs[mask_obs].to_numpy() if isinstance(mask_obs, str) else np.asarray(mask_obs)
+        )
         if values.dtype != bool or values.shape != (adata.n_obs,):
-            raise ValueError(f"mask must be a boolean mask of length n_obs={adata.n_obs}.")
+            raise ValueError(
+                f"mask_obs must be a boolean mask (or obs column) of length n_obs={adata.n_obs}."
+            )
         keep &= values
     if cell_states is not None:
         keep &= (adata.obs[cell_states["key"]] == cell_states["start"]).to_numpy()

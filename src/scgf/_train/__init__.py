@@ -1,0 +1,31 @@
+"""TRAINING on ``transformers.Trainer``: the sibling of the inference engine.
+
+- :mod:`._data`: datasets over the token matrix of one AnnData or many backed files, with
+  cell labels or per-token labels;
+- :mod:`._collators`: dynamic right-padding for classification, token classification and
+  masked language modelling (transformers' own MLM masking, Geneformer's semantics);
+- :mod:`._trainer`: a ``Trainer`` that groups batches by the precomputed cell lengths;
+- :mod:`._arguments`: scgf's default ``TrainingArguments``;
+- :mod:`._callbacks`: progress lines through scgf's logging, and resuming from the last
+  checkpoint.
+
+Training runs wherever ``Trainer`` runs (CPU, one GPU, ``torchrun``/``accelerate``, DeepSpeed,
+FSDP): nothing here is hand-written distributed code.
+"""
+
+from ._arguments import training_arguments
+from ._callbacks import LogCallback, last_checkpoint
+from ._collators import ClassificationCollator, TokenClassificationCollator, masked_lm_collator
+from ._data import TokenDataset
+from ._trainer import LengthGroupedTrainer
+
+__all__ = [
+    "ClassificationCollator",
+    "LengthGroupedTrainer",
+    "LogCallback",
+    "TokenClassificationCollator",
+    "TokenDataset",
+    "last_checkpoint",
+    "masked_lm_collator",
+    "training_arguments",
+]

@@ -1,0 +1,79 @@
+"""``scgf perturb``: in silico perturbation of the cells of an ``.h5ad``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import _keys
+from ._options import add_input_output, add_model_arguments, positive_int
+
+PERTURB_TYPES = ["delete", "overexpress", "inhibit", "activate"]
+
+
+def add_parser(sub) -> None:
+    """Register ``perturb``."""
+    per = sub.add_parser("perturb", help="in silico perturbation of the cells of an .h5ad")
+    add_input_output(per, what="raw counts or tokens", output="output .h5ad with the results")
+    per.add_argument("--genes", default="all", help="'all' or a comma-separated group")
+    per.add_argument("--group", action="append", help="NAME=GENE1,GENE2 (repeatable)")
+    per.add_argument("--perturb-type", default="delete", choices=PERTURB_TYPES)
+    per.add_argument("--state-key", help="obs column of cell states")
+    # Not --start/--goal: torchrun would read an abbreviated --start as its --start-method.
+    per.add_argument("--start-state", help="start state (the cells perturbed)")
+    per.add_argument("--goal-state", help="goal state")
+    per.add_argument("--alt-state", action="append", help="alternative state (repeatable)")
+    per.add_argument("--anchor-gene")
+    per.add_argument("--combos", action="store_true")
+    per.add_argument("--gene-shifts", action="store_true")
+    per.add_argument("--max-cells", type=positive_int)
+    per.add_argument("--resume", help="folder for checkpoints; rerun to continue")
+    add_model_arguments(per, key_added=_keys.PERTURB, dtype_help="default: float32")
+    per.set_defaults(func=run)
+
+
+def gene_argument(args: argparse.Namespace) -> str | list[str] | dict[str, list[str]]:
+    """``genes=`` of ``tl.perturb`` from ``--genes``/``--group``."""
+    if args.group:
+        genes = {}
+        for spec in args.group:
+            name, _, members = spec.partition("=")
+            genes[name] = members.split(",")
+        return genes
+    return "all" if args.genes == "all" else args.genes.split(",")
+
+
+def state_argument(args: argparse.Namespace) -> dict | None:
+    """``cell_states=`` of ``tl.perturb`` from the state options."""
+    if not args.state_key:
+        return None
+    states = {"key": args.state_key, "start": args.start_state, "goal": args.goal_state}
+    if args.alt_state:
+        states["alt"] = args.alt_state
+    return states
+
+
+def run(args: argparse.Namespace) -> None:
+    """Perturb the cells of ``args.input``; write the results to ``args.output``."""
+    import anndata as ad
+
+    from .._engine._distributed import world
+    from ..tl import perturb
+    from ._options import model_options
+
+    rank, _ = world()
+    adata = ad.read_h5ad(args.input)
+    perturb(
+        adata,
+        gene_argument(args),
+        perturb_type=args.perturb_type,
+        cell_states=state_argument(args),
+        anchor_gene=args.anchor_gene,
+        combos=args.combos,
+        gene_shifts=args.gene_shifts,
+        max_cells=args.max_cells,
+        resume=args.resume,
+        **model_options(args),
+    )
+    if rank == 0:
+        adata.write_h5ad(args.output)
+        print(f"results written to {args.output} (uns[{args.key_added!r}])")
