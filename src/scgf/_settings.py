@@ -38,6 +38,10 @@ class ScgfSettings:
         Show tqdm progress bars for downloads and long computations.
     n_jobs
         Threads for CPU work such as tokenization (defaults to the number of CPUs).
+    checkpoint_interval
+        Seconds between saves of a resumable run's progress (embeddings of a backed file),
+        besides the save after every chunk of cells. Defaults to 120, or the
+        ``SCGF_CHECKPOINT_INTERVAL`` environment variable.
     verbosity
         How much scgf logs to ``stderr``, on scanpy's scale: ``0``/``"error"``,
         ``1``/``"warning"``, ``2``/``"info"`` (default: "computing …" and timed "finished"
@@ -49,6 +53,9 @@ class ScgfSettings:
     _base_url: str | None = field(default=None, repr=False)
     progress: bool = True
     n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    checkpoint_interval: float = field(
+        default_factory=lambda: float(os.environ.get("SCGF_CHECKPOINT_INTERVAL", 120))
+    )
     _verbosity: str = field(default="info", repr=False)
 
     def __post_init__(self) -> None:

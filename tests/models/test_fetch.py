@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from transformers import BertForMaskedLM
 
@@ -156,3 +158,57 @@ def test_resolve_registry_name_fetches_and_records_hashes(vocab_v2, private_cach
     }
     light = models.resolve("tiny-V2", weights=False)
     assert light.folder is None and light.vocabulary is record.vocabulary
+
+
+# --- offline: what the errors say ------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(private_cache):
+    """No hub: the base URL points at a closed port on 127.0.0.1, the cache is empty."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    previous = scgf.settings._base_url
+    scgf.settings.base_url = f"http://127.0.0.1:{port}"
+    yield private_cache
+    scgf.settings._base_url = previous
+
+
+def test_offline_model_error_says_a_local_folder_works(offline, tiny_hub):
+    server, _, _ = tiny_hub
+    server.stop()
+    with pytest.raises(models.DownloadError) as info:
+        models.fetch("tiny-V2")
+    message = str(info.value)
+    assert "`scgf fetch tiny-V2`" in message and "NAME" not in message
+    assert "folder" in message and "model=" in message and "--model" in message
+
+
+def test_offline_dictionary_error_gives_the_vocabulary_hint(offline):
+    with pytest.raises(models.DownloadError) as info:
+        models.fetch_vocabulary("gc30M")
+    message = str(info.value)
+    assert "scgf fetch --vocabulary-only" in message and "`scgf fetch gc30M`" in message
+    assert "NAME" not in message and "token_dictionary" in message
+
+
+def test_offline_corrupt_cache_is_named_and_removed(private_cache, tiny_hub):
+    server, _, _ = tiny_hub
+    cached = models.fetch("tiny-V2") / "model.safetensors"
+    cached.write_bytes(b"garbage")
+    server.stop()  # offline from here on
+    with pytest.raises(models.DownloadError) as info:
+        models.fetch("tiny-V2")
+    message = str(info.value)
+    assert f"cached copy {cached} is corrupt" in message and "removed" in message
+    assert "`scgf fetch tiny-V2`" in message
+    assert not cached.exists()
+
+
+@pytest.mark.parametrize("call", [models.fetch, models.resolve])
+def test_unknown_model_suggests_close_names(call):
+    with pytest.raises(models.UnknownModelError, match=r"Did you mean 'Geneformer-V2-104M'"):
+        call("Geneformer-V2-14M")
+    with pytest.raises(models.UnknownModelError, match=r"Did you mean 'gf-12L-95M-i4096'"):
+        call("gf-12L-95M-i4069")

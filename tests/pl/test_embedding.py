@@ -78,3 +78,53 @@ def test_keeps_the_neighbour_graph():
 def test_missing_embedding_is_a_clear_error():
     with pytest.raises(KeyError, match="run scgf.tl.embed"):
         scgf.pl.embedding(ad.AnnData(np.zeros((3, 2))), show=False)
+
+
+# --- MuData: the rna modality, keys as muon users write them ---------------------------------
+
+
+def as_mudata():
+    import mudata as md
+
+    rna = fixed_layout()
+    rna.X = np.zeros((rna.n_obs, 0), np.float32)
+    atac = ad.AnnData(
+        np.zeros((rna.n_obs, 3), np.float32),
+        obs=pd.DataFrame(
+            {"peak_cluster": pd.Categorical(np.tile(["p1", "p2", "p3"], 40))},
+            index=rna.obs_names,
+        ),
+    )
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["sample"] = pd.Categorical(np.repeat(["s1", "s2"], 60), categories=["s1", "s2"])
+    return mdata
+
+
+def legend_labels(ax) -> list[str]:
+    return list(ax.get_legend_handles_labels()[1])
+
+
+@pytest.mark.parametrize("color", ["rna:cell_type", "cell_type"])
+def test_mudata_colours_by_the_rna_obs_column(color):
+    mdata = as_mudata()
+    ax = scgf.pl.embedding(mdata, color=color, show=False)
+    assert legend_labels(ax) == ["B cell", "T cell", "monocyte"]
+    assert ax.get_title() == color  # the key as the user wrote it
+    plt.close("all")
+
+
+@pytest.mark.parametrize(
+    ("color", "labels"), [("sample", ["s1", "s2"]), ("atac:peak_cluster", ["p1", "p2", "p3"])]
+)
+def test_mudata_colours_by_global_and_other_modality_columns(color, labels):
+    mdata = as_mudata()
+    rna = mdata.mod["rna"]
+    obs_before, uns_before = list(rna.obs.columns), set(rna.uns)
+    axes = scgf.pl.embedding(
+        mdata, color=["rna:cell_type", color], basis="rna:X_geneformer", show=False
+    )
+    assert legend_labels(axes[1]) == labels and axes[1].get_title() == color
+    # The modality is left as it was, apart from the colours scanpy keeps for its own columns.
+    assert list(rna.obs.columns) == obs_before
+    assert set(rna.uns) - uns_before <= {"cell_type_colors", "X_geneformer_neighbors"}
+    plt.close("all")

@@ -133,29 +133,36 @@ def test_copy(tiny_v2, cells):
     assert "X_geneformer" in out.obsm and "X_geneformer" not in cells.obsm
 
 
+def interrupt_after_saves(monkeypatch, n_saves: int) -> None:
+    """Make EmbeddingStore.save raise KeyboardInterrupt after its ``n_saves``-th write."""
+    from scgf.tl._embedding_store import EmbeddingStore
+
+    original = EmbeddingStore.save
+    calls = []
+
+    def interrupted(self, gene_state=None):
+        original(self, gene_state)
+        calls.append(1)
+        if len(calls) == n_saves:
+            monkeypatch.setattr(EmbeddingStore, "save", original)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingStore, "save", interrupted)
+
+
 def test_backed_file_written_and_resumed(tiny_v2, cells, tmp_path, monkeypatch):
     expected = scgf.tl.embed(cells, model=tiny_v2, genes=True, copy=True)
     path = tmp_path / "cells.h5ad"
     cells.write_h5ad(path)
 
     from scgf._engine import Runner
-    from scgf.tl import _embedding_store as _results
 
-    original = _results.EmbeddingStore.write
-    calls = []
-
-    def interrupted(self, start, values, gene_state):
-        original(self, start, values, gene_state)
-        calls.append(start)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
+    monkeypatch.setattr(scgf.settings, "checkpoint_interval", 3600)  # save per chunk only
+    interrupt_after_saves(monkeypatch, 2)
     backed = ad.read_h5ad(path, backed="r+")
-    monkeypatch.setattr(_results.EmbeddingStore, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         scgf.tl.embed(backed, model=tiny_v2, genes=True, chunk_size=40)
     backed.file.close()
-    monkeypatch.setattr(_results.EmbeddingStore, "write", original)
 
     resumed_from = []
     real_run = Runner.run
@@ -173,3 +180,49 @@ def test_backed_file_written_and_resumed(tiny_v2, cells, tmp_path, monkeypatch):
     assert_matches(result.obsm["X_geneformer"], expected.obsm["X_geneformer"])
     assert_matches(result.varm["X_geneformer"], expected.varm["X_geneformer"])
     assert result.uns["X_geneformer"]["params"]["pooling"] == "cls"
+    from scgf.tl._embedding_store import progress_folder
+
+    assert not progress_folder(path, "X_geneformer").exists()  # removed once finished
+
+
+def test_progress_saved_by_time_resumes_bitwise(tiny_v2, cells, tmp_path, monkeypatch):
+    """With a zero interval every batch is saved; a run interrupted mid-chunk resumes with the
+    same batches and gives exactly the uninterrupted result."""
+    whole, cut = tmp_path / "whole.h5ad", tmp_path / "cut.h5ad"
+    cells.write_h5ad(whole)
+    cells.write_h5ad(cut)
+    options = dict(model=tiny_v2, genes=True, chunk_size=100, batch_tokens=1500)
+    backed = ad.read_h5ad(whole, backed="r+")
+    scgf.tl.embed(backed, **options)
+    backed.file.close()
+    monkeypatch.setattr(scgf.settings, "checkpoint_interval", 0)
+    interrupt_after_saves(monkeypatch, 3)  # three batches of the first chunk
+    backed = ad.read_h5ad(cut, backed="r+")
+    with pytest.raises(KeyboardInterrupt):
+        scgf.tl.embed(backed, **options)
+    backed.file.close()
+    from scgf.tl._embedding_store import progress_folder
+
+    parts = sorted(progress_folder(cut, "X_geneformer").glob("part-*.npz"))
+    done = sum(len(np.load(part)["rows"]) for part in parts)
+    assert len(parts) == 3 and 0 < done < 100  # stopped inside the first chunk
+    backed = ad.read_h5ad(cut, backed="r+")
+    scgf.tl.embed(backed, **options)
+    backed.file.close()
+    a, b = ad.read_h5ad(whole), ad.read_h5ad(cut)
+    np.testing.assert_array_equal(a.obsm["X_geneformer"], b.obsm["X_geneformer"])
+    np.testing.assert_array_equal(a.varm["X_geneformer"], b.varm["X_geneformer"])
+
+
+def test_progress_of_another_run_is_refused(tiny_v2, cells, tmp_path, monkeypatch):
+    path = tmp_path / "cells.h5ad"
+    cells.write_h5ad(path)
+    interrupt_after_saves(monkeypatch, 1)
+    backed = ad.read_h5ad(path, backed="r+")
+    with pytest.raises(KeyboardInterrupt):
+        scgf.tl.embed(backed, model=tiny_v2, chunk_size=40)
+    with pytest.raises(ValueError, match=r"emb_layer \(saved -1, now 0\).*restart=True"):
+        scgf.tl.embed(backed, model=tiny_v2, chunk_size=40, emb_layer=0)
+    scgf.tl.embed(backed, model=tiny_v2, chunk_size=40, emb_layer=0, restart=True)
+    backed.file.close()
+    assert ad.read_h5ad(path).uns["X_geneformer"]["params"]["emb_layer"] == 0

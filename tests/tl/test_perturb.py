@@ -220,8 +220,34 @@ def test_resume_equals_uninterrupted(tiny_v2, vocab_v2, tmp_path, monkeypatch):
     )
     a, b = scgf.get.perturb_df(adata), scgf.get.perturb_df(full)
     np.testing.assert_allclose(a["mean_shift"], b["mean_shift"], **TOL)
-    with pytest.raises(ValueError, match="other parameters"):
+    with pytest.raises(ValueError, match=r"emb_layer \(saved -1, now 0\)"):
         scgf.tl.perturb(adata, "all", model=tiny_v2, emb_layer=0, resume=tmp_path / "ckpt")
+
+
+def test_checkpoint_of_other_cells_is_refused(tiny_v2, vocab_v2, tmp_path):
+    """The same cells in reverse order, or other cells, never resume from a checkpoint (it
+    used to give wrong rows silently)."""
+    adata = small_cells(vocab_v2, n=6)
+    scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt", max_cells=2)
+    with pytest.raises(ValueError, match=r"computed from something else: cells"):
+        scgf.tl.perturb(
+            adata[::-1].copy(), "all", model=tiny_v2, resume=tmp_path / "ckpt", max_cells=2
+        )
+    other = adata.copy()
+    other.obsm["gf_tokens"] = other.obsm["gf_tokens"][::-1]  # same names, other tokens
+    with pytest.raises(ValueError, match=r"something else: tokens"):
+        scgf.tl.perturb(other, "all", model=tiny_v2, resume=tmp_path / "ckpt", max_cells=2)
+    scgf.tl.perturb(adata, "all", model=tiny_v2, resume=tmp_path / "ckpt", max_cells=2)
+
+
+def test_api_and_cli_record_the_same_states(tiny_v2, vocab_v2):
+    adata = small_cells(vocab_v2, n=40, shortest=False)
+    states = {"key": "cell_type", "start": "CD19+ B", "goal": "Dendritic"}
+    scgf.tl.perturb(adata, ["CD74"], model=tiny_v2, cell_states=states, key_added="api")
+    scgf.tl.perturb(
+        adata, ["CD74"], model=tiny_v2, cell_states={**states, "alt": []}, key_added="cli"
+    )
+    assert adata.uns["api"]["params"]["cell_states"] == adata.uns["cli"]["params"]["cell_states"]
 
 
 def test_checkpoint_blocks_close_at_eight_cells_or_2048_tokens():

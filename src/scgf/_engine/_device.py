@@ -15,15 +15,38 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as given, else CUDA if available, else Apple MPS, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    """``device`` as given (checked to exist), else CUDA if available, else Apple MPS, else CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or 'mps' (or "
+            "leave it out to use the first available)."
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA GPU"
+            raise ValueError(
+                f"device={str(device)!r}, but this torch {torch.__version__} {built}. Use "
+                "device='cpu', or install a CUDA build of torch on a machine with a GPU."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r}, but only {torch.cuda.device_count()} CUDA GPU(s) "
+                "are visible."
+            )
+    if device.type == "mps" and not _mps_available():
+        raise ValueError("device='mps', but Apple's MPS backend is not available here.")
+    return device
+
+
+def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return mps is not None and mps.is_available()
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

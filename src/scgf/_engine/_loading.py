@@ -156,6 +156,15 @@ def load_model(
     hf_logging.disable_progress_bar()
     try:
         loaded = model_class.from_pretrained(os.fspath(record.folder), **kwargs)
+    except (ImportError, ValueError):
+        raise
+    except Exception as err:  # safetensors, pickle and torch raise many kinds on bad files
+        raise ValueError(
+            f"Could not load the checkpoint {record.name} from {record.folder} "
+            f"({type(err).__name__}: {err}). Its weight file may be corrupt or incomplete: "
+            "for a registry model delete the cached copy and fetch it again (scgf fetch "
+            "NAME); for a folder, save or copy the model again."
+        ) from err
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()

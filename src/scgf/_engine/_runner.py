@@ -84,7 +84,9 @@ class Runner:
         with self._autocast():
             return self.readout(input_ids, mask, padded)
 
-    def run(self, tokens, *, progress=None) -> Iterator[BatchResult]:
+    def run(
+        self, tokens, *, skip: np.ndarray | None = None, progress=None
+    ) -> Iterator[BatchResult]:
         """Yield a :class:`BatchResult` for every batch of ``tokens``, longest cells first.
 
         Parameters
@@ -93,11 +95,17 @@ class Runner:
             A CSR token matrix (row i = cell i's tokens at columns 0..len-1), a list of token
             sequences (e.g. perturbed copies of a cell), or a
             :class:`~scgf._engine._batching.TokenSource`. Empty cells are skipped.
+        skip
+            Boolean mask of cells already done: batches are planned over all cells (so a
+            resumed run forms the same batches as an uninterrupted one) and a batch whose
+            cells are all done is not run.
         progress
             A tqdm bar to advance by the cells of each batch.
         """
         source: TokenSource = as_source(tokens)
         pending = plan_batches(source.lengths, self.token_budget)[::-1]
+        if skip is not None:
+            pending = [rows for rows in pending if not skip[rows].all()]
         while pending:
             rows = pending.pop()
             ids, lengths = source.take(rows)

@@ -33,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that mean the input, the options or the environment need fixing (not a bug in scgf):
+# one line on stderr and exit status 2, never a traceback.
+USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def _message(err: BaseException) -> str:
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    notes = getattr(err, "__notes__", [])
+    return "\n".join([str(text), *notes]) if text else "\n".join(notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``scgf`` command line.
 
@@ -43,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns
     -------
-    The exit status: 0 on success, 1 on a user-facing error.
+    The exit status: 0 on success, 2 on a user-facing error (one line saying what was wrong
+    and what to do), 130 when interrupted (saying where the run can be resumed from).
     """
     from ..models import DownloadError
 
@@ -55,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         settings.verbosity = args.verbosity
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, DownloadError) as err:
-        print(f"scgf {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt as err:
+        note = _message(err)
+        print(f"scgf {args.command}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (*USER_ERRORS, DownloadError) as err:
+        print(f"scgf {args.command}: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0

@@ -9,7 +9,11 @@ from pathlib import Path
 def add_parsers(sub) -> None:
     """Register ``fetch`` and ``models``."""
     fetch = sub.add_parser("fetch", help="download checkpoints and dictionaries into the cache")
-    fetch.add_argument("names", nargs="+", help="model names, or gc104M / gc30M")
+    fetch.add_argument(
+        "names",
+        nargs="+",
+        help="model names (see `scgf models`), or gc104M / gc30M for dictionaries",
+    )
     fetch.add_argument(
         "--vocabulary-only", action="store_true", help="only the dictionaries, not the weights"
     )
@@ -20,16 +24,33 @@ def add_parsers(sub) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
-    """Download each named checkpoint (unless ``--vocabulary-only``) and its dictionaries."""
-    from .. import models
+    """Download each named checkpoint (unless ``--vocabulary-only``) and its dictionaries.
 
+    Every name is checked before anything is downloaded, so a typo in the last name does not
+    come to light only after the first model's weights.
+    """
+    from .. import models
+    from ..models._fetch import unknown_model
+    from ..models._vocabularies import VOCABULARY_NAMES
+
+    plan = []
     for name in args.names:
         entry = models.lookup(name)
-        vocab = entry.vocabulary if entry is not None else name
-        if entry is not None and not args.vocabulary_only:
+        if entry is not None:
+            plan.append((name, entry.vocabulary, not args.vocabulary_only))
+        elif name in VOCABULARY_NAMES:
+            plan.append((name, VOCABULARY_NAMES[name], False))
+        else:
+            # Not a vocabulary either: say the model is unknown, not the vocabulary.
+            raise unknown_model(name, vocabularies=True)
+    fetched: set[str] = set()
+    for name, vocab, weights in plan:
+        if weights:
             print(f"{name}: {models.fetch(name)}")
-        paths = models.fetch_vocabulary(vocab)
-        print(f"{vocab} dictionaries: {Path(next(iter(paths.values()))).parent}")
+        if vocab not in fetched:
+            paths = models.fetch_vocabulary(vocab)
+            print(f"{vocab} dictionaries: {Path(next(iter(paths.values()))).parent}")
+            fetched.add(vocab)
 
 
 def run_models(args: argparse.Namespace) -> None:

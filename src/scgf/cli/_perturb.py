@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from .. import _keys
+from ._files import check_input, partial_path
 from ._options import add_input_output, add_model_arguments, positive_int
 
 PERTURB_TYPES = ["delete", "overexpress", "inhibit", "activate"]
@@ -57,11 +60,29 @@ def run(args: argparse.Namespace) -> None:
     import anndata as ad
 
     from .._engine._distributed import world
+
+    rank, _ = world()
+    adata = ad.read_h5ad(check_input(args.input))
+    try:
+        _perturb_cells(adata, args)
+    except KeyboardInterrupt as err:
+        if args.resume:
+            err.add_note(
+                f"finished cells are saved in {args.resume}: run the same command again to continue"
+            )
+        raise
+    if rank == 0:
+        target = Path(args.output)
+        partial = partial_path(target)
+        adata.write_h5ad(partial)
+        os.replace(partial, target)
+        print(f"results written to {target} (uns[{args.key_added!r}])")
+
+
+def _perturb_cells(adata, args: argparse.Namespace) -> None:
     from ..tl import perturb
     from ._options import model_options
 
-    rank, _ = world()
-    adata = ad.read_h5ad(args.input)
     perturb(
         adata,
         gene_argument(args),
@@ -74,6 +95,3 @@ def run(args: argparse.Namespace) -> None:
         resume=args.resume,
         **model_options(args),
     )
-    if rank == 0:
-        adata.write_h5ad(args.output)
-        print(f"results written to {args.output} (uns[{args.key_added!r}])")

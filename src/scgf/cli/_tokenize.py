@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .. import _keys
 from ..models._resolve import DEFAULT_MODEL
-from ._options import add_input_output, copy_input, positive_int
+from ._files import PartialOutput, check_input
+from ._options import add_input_output, positive_int
 
 
 def add_parser(sub) -> None:
@@ -28,24 +29,30 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Tokenize ``args.input`` into ``args.output``."""
+    """Tokenize ``args.input`` into ``args.output`` (whole, or not written at all)."""
     import anndata as ad
 
     from ..pp import tokenize
 
-    source, target = Path(args.input), Path(args.output)
-    copy_input(source, target)
-    adata = ad.read_h5ad(target, backed="r+")
+    source = check_input(args.input)
+    output = PartialOutput(source, Path(args.output), resumable=False)
+    work = output.open()
     try:
-        tokenize(
-            adata,
-            model=args.model,
-            layer=args.layer,
-            gene_key=args.gene_key,
-            n_counts_key=args.n_counts_key,
-            chunk_size=args.chunk_size,
-            key_added=args.key_added,
-        )
-    finally:
-        adata.file.close()
-    print(f"tokens written to {target} (obsm[{args.key_added!r}])")
+        adata = ad.read_h5ad(work, backed="r+")
+        try:
+            tokenize(
+                adata,
+                model=args.model,
+                layer=args.layer,
+                gene_key=args.gene_key,
+                n_counts_key=args.n_counts_key,
+                chunk_size=args.chunk_size,
+                key_added=args.key_added,
+            )
+        finally:
+            adata.file.close()
+    except BaseException:
+        output.abandon(keep=False)
+        raise
+    output.commit()
+    print(f"tokens written to {args.output} (obsm[{args.key_added!r}])")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import _logging
 from ..vocab import Vocabulary
-from ..vocab._gene_ids import describe_identifiers, normalize_gene_ids
+from ..vocab._gene_ids import (
+    SpeciesEvidence,
+    describe_identifiers,
+    non_human_evidence,
+    normalize_gene_ids,
+)
 
 
 class InputDataError(ValueError):
@@ -73,18 +81,51 @@ def check_gene_overlap(
     gene_key: str | None,
     min_overlap: float,
 ) -> None:
-    """Raise when too few genes are in the vocabulary, naming the likely cause and fix."""
+    """Raise when too few genes are in the vocabulary or the genes are not human, naming the
+    likely cause and fix; log which identifiers were read when ``var`` offers several.
+
+    Parameters
+    ----------
+    column_tokens
+        Token id of each variable, ``-1`` where it is not in the vocabulary.
+    identifiers
+        The identifiers as stored (before upper-casing), one per variable.
+    vocab
+        The vocabulary they were mapped through.
+    var
+        The AnnData's ``var``, whose other columns may hold better identifiers.
+    gene_key
+        The ``var`` column read, ``None`` for ``var_names``.
+    min_overlap
+        Fewest fraction of genes that must be in the vocabulary.
+    """
     n_vars = len(column_tokens)
     n_mapped = int((column_tokens >= 0).sum())
-    if n_vars and n_mapped / n_vars >= min_overlap and n_mapped > 0:
+    source = _label(gene_key)
+    others = _other_sources(var, vocab, gene_key)
+    alternatives = [o for o in others if o.hits >= max(1, min_overlap * n_vars) and not o.same]
+    if alternatives:
+        # Several columns hold usable identifiers: say which one was read.
+        also = ", ".join(f"{o.label} ({o.hits})" for o in alternatives)
+        _logging.info(
+            f"    gene identifiers from {source} ({n_mapped} of {n_vars} genes in the "
+            f"vocabulary); {also} could be read instead: pass gene_key= to choose"
+        )
+    overlap_ok = n_vars > 0 and n_mapped > 0 and n_mapped / n_vars >= min_overlap
+    evidence = non_human_evidence(identifiers)
+    if evidence is not None:
+        raise InputDataError(
+            _non_human_message(evidence, source, gene_key, n_mapped, n_vars, overlap_ok, vocab)
+            + _human_columns(others)
+        )
+    if overlap_ok:
         return
-    source = f"var[{gene_key!r}]" if gene_key else "var_names"
     kind = describe_identifiers(normalize_gene_ids(identifiers[:2000]))
     lines = [
         f"Only {n_mapped} of {n_vars} genes ({n_mapped / max(n_vars, 1):.1%}) in {source} are in "
         f"the {vocab.name} vocabulary ({vocab.n_genes} human genes); {source} holds {kind}."
     ]
-    better = _better_columns(var, vocab, n_mapped, gene_key)
+    better = [o.hint + f" ({o.hits} genes)" for o in others if o.hits > n_mapped]
     if better:
         lines.append("Other columns map better: " + ", ".join(better) + ".")
     lines.append(
@@ -94,19 +135,86 @@ def check_gene_overlap(
     raise InputDataError(" ".join(lines))
 
 
-def _better_columns(var: pd.DataFrame, vocab: Vocabulary, n_mapped: int, gene_key) -> list[str]:
-    found = []
+def _label(gene_key: str | None) -> str:
+    return f"var[{gene_key!r}]" if gene_key else "var_names"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Another place in ``var`` that holds identifiers."""
+
+    label: str  # "var['ensembl_id']" or "var_names"
+    hint: str  # "gene_key='ensembl_id'" or "gene_key=None for var_names"
+    hits: int  # genes it maps to the vocabulary
+    values: np.ndarray
+    same: bool  # the same identifiers as those read
+
+
+def _other_sources(var: pd.DataFrame, vocab: Vocabulary, gene_key: str | None) -> list[_Source]:
+    """The text columns of ``var`` (and ``var_names``) other than the one read, with how many
+    genes each maps to the vocabulary, best first."""
+    used = var.index if gene_key is None else var[gene_key]
+    used = pd.Series(np.asarray(used, dtype=object)).fillna("").astype(str).to_numpy()
+    candidates: list[tuple[str, str, np.ndarray]] = []
     for column in var.columns:
+        dtype = var[column].dtype
         if column == gene_key or (
-            var[column].dtype.kind not in "OSUc"
-            and not isinstance(var[column].dtype, pd.CategoricalDtype)
+            dtype.kind not in "OSU" and not isinstance(dtype, pd.CategoricalDtype)
         ):
             continue
-        hits = int((vocab.map_genes(var[column].to_numpy()) >= 0).sum())
-        if hits > n_mapped:
-            found.append(f"gene_key={column!r} ({hits} genes)")
+        candidates.append((_label(column), f"gene_key={column!r}", var[column].to_numpy()))
     if gene_key is not None:
-        hits = int((vocab.map_genes(var.index.to_numpy()) >= 0).sum())
-        if hits > n_mapped:
-            found.append(f"gene_key=None for var_names ({hits} genes)")
-    return found
+        candidates.append(("var_names", "gene_key=None for var_names", var.index.to_numpy()))
+    found = []
+    for label, hint, values in candidates:
+        hits = int((vocab.map_genes(values) >= 0).sum())
+        if hits:
+            text = pd.Series(np.asarray(values, dtype=object)).fillna("").astype(str).to_numpy()
+            found.append(_Source(label, hint, hits, values, bool(np.array_equal(text, used))))
+    return sorted(found, key=lambda s: -s.hits)
+
+
+def _non_human_message(
+    evidence: SpeciesEvidence,
+    source: str,
+    gene_key: str | None,
+    n_mapped: int,
+    n_vars: int,
+    overlap_ok: bool,
+    vocab: Vocabulary,
+) -> str:
+    looks = f"{source} looks like {evidence.species} genes: {evidence.describe()}."
+    if overlap_ok and evidence.capitalisation:
+        # Upper-cased, mouse and rat symbols match their human namesakes: say why that is wrong.
+        lines = [
+            looks,
+            f"Upper-cased, they match {n_mapped} of {n_vars} genes of the {vocab.name} "
+            "vocabulary, but a gene of another species is not its human namesake.",
+        ]
+    else:
+        lines = [
+            f"Only {n_mapped} of {n_vars} genes ({n_mapped / max(n_vars, 1):.1%}) in {source} "
+            f"are in the {vocab.name} vocabulary ({vocab.n_genes} human genes), and {looks}"
+        ]
+    lines.append(
+        "Geneformer's vocabularies are human: map the genes to their human orthologs first "
+        "(e.g. with an ortholog table from Ensembl BioMart or MGI) and tokenize those, or pass "
+        "gene_key= naming a var column of human Ensembl IDs or symbols."
+    )
+    if evidence.capitalisation:
+        column = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
+        lines.append(
+            "If these are human genes written in mouse style, upper-case them first: "
+            f"{column} = {column}.str.upper()."
+        )
+    return " ".join(lines)
+
+
+def _human_columns(others: list[_Source]) -> str:
+    """A sentence naming the other identifier columns that do not look non-human."""
+    human = [
+        f"{o.hint} ({o.hits} genes)"
+        for o in others
+        if not o.same and non_human_evidence(o.values) is None
+    ]
+    return f" Columns with identifiers that look human: {', '.join(human)}." if human else ""

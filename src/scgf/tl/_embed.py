@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
@@ -34,6 +35,7 @@ def embed(
     chunk_size: int = 8192,
     tokens_key: str = _keys.TOKENS,
     key_added: str = _keys.EMBEDDING,
+    restart: bool = False,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Embed cells (and optionally genes) with a Geneformer model.
@@ -71,13 +73,18 @@ def embed(
         sorted by length and padded to their batch's longest; on CUDA out-of-memory it is
         halved.
     chunk_size
-        Cells read and written at a time (bounds memory on backed data).
+        Cells read and written at a time (bounds memory on backed data). On a backed file,
+        progress is also saved every ``scgf.settings.checkpoint_interval`` seconds.
     tokens_key
         Where :func:`scgf.pp.tokenize` stored the tokens.
     key_added
         ``adata.obsm[key_added]`` (float32, input row order, NaN rows for cells without
         tokens), ``adata.varm[key_added]`` with ``genes=True`` and ``adata.uns[key_added]``
         (model, revision, weight sha256, emb_layer, pooling, dtype).
+    restart
+        On a backed file holding progress of an interrupted run with other cells, tokens,
+        model or parameters (which is refused, naming what differs), discard that progress
+        and start again.
     copy
         Return an embedded copy instead of modifying ``adata``.
 
@@ -92,6 +99,7 @@ def embed(
 
     from .._engine import LayerOutput, Runner, load_model, resolve_device, resolve_dtype
     from .._engine._distributed import shard, sum_across, world
+    from .._resume import cells_fingerprint, tokens_fingerprint
     from ._embedding_store import EmbeddingStore
     from ._pooling import accumulate_genes, pool
 
@@ -120,16 +128,26 @@ def embed(
         "vocabulary": vocab.name,
         "tokens_key": tokens_key,
     }
+    tokens = target.obsm[tokens_key]
+
+    def fingerprint() -> dict:  # only computed where progress can be saved
+        return {
+            "cells": cells_fingerprint(target.obs_names),
+            "tokens": tokens_fingerprint(tokens),
+            "genes": genes,
+            **params,
+        }
+
     store = EmbeddingStore.open(
         target,
         key_added,
         loaded.hidden_size,
         params,
+        fingerprint,
         genes=genes,
         distributed=size > 1,
+        restart=restart,
     )
-    start, stop = shard(target.n_obs, rank, size)
-    tokens = target.obsm[tokens_key]
     sums = counts = None
     if genes:
         sums = torch.zeros(
@@ -139,35 +157,30 @@ def embed(
         if store.gene_sums is not None:
             sums += torch.from_numpy(store.gene_sums).to(torch_device)
             counts += torch.from_numpy(store.gene_counts).to(torch_device)
-    first = max(start, store.n_done)
-    with tqdm(
-        total=stop - start,
-        initial=first - start,
-        unit="cells",
-        desc="embed",
-        disable=not settings.progress or rank > 0,
-    ) as bar:
-        for lo in range(first, stop, chunk_size):
-            hi = min(lo + chunk_size, stop)
-            chunk = as_csr(tokens[lo:hi])
-            out = np.full((hi - lo, loaded.hidden_size), np.nan, dtype=np.float32)
-            for batch in runner.run(chunk, progress=bar):
-                out[batch.rows] = (
-                    pool(batch.output, batch.lengths, pooling, vocab.special_tokens).cpu().numpy()
-                )
-                if sums is not None:
-                    accumulate_genes(
-                        batch.output,
-                        batch.input_ids,
-                        batch.lengths,
-                        vocab.special_tokens,
-                        sums,
-                        counts,
-                    )
-            bar.update(int((np.diff(chunk.indptr) == 0).sum()))
-            # Gene sums are saved only where a later call can resume from them (a file).
-            keep_sums = sums is not None and store.persistent
-            store.write(lo, out, (sums.cpu().numpy(), counts.cpu().numpy()) if keep_sums else None)
+
+    def on_batch(rows, batch):
+        store.add(rows, pool(batch.output, batch.lengths, pooling, vocab.special_tokens).cpu())
+        if sums is not None:
+            accumulate_genes(
+                batch.output, batch.input_ids, batch.lengths, vocab.special_tokens, sums, counts
+            )
+
+    def gene_state():
+        # Gene sums are saved only where a later call can resume from them (a file).
+        if sums is None or not store.persistent:
+            return None
+        return sums.cpu().numpy(), counts.cpu().numpy()
+
+    _embed_chunks(
+        runner,
+        tokens,
+        store,
+        shard(target.n_obs, rank, size),
+        chunk_size,
+        on_batch,
+        gene_state,
+        show=settings.progress and rank == 0,
+    )
 
     gene_embeddings = None
     if genes:
@@ -180,3 +193,42 @@ def embed(
     written = f"obsm[{key_added!r}]" + (f", varm[{key_added!r}]" if genes else "")
     _logging.info(f"    finished: added {written}, uns[{key_added!r}]", time=start_time)
     return data if copy else None
+
+
+def _embed_chunks(runner, tokens, store, bounds, chunk_size, on_batch, gene_state, show) -> None:
+    """Run the cells ``bounds = (start, stop)`` chunk by chunk, skipping cells the store has.
+
+    Batches are planned over whole chunks, so an interrupted and resumed run forms the same
+    batches as an uninterrupted one (results are bitwise identical); progress is saved at
+    batch boundaries every ``scgf.settings.checkpoint_interval`` seconds and at every chunk's
+    end.
+    """
+    start, stop = bounds
+    last_save = time.monotonic()
+    with tqdm(
+        total=stop - start,
+        initial=int(store.done[start:stop].sum()),
+        unit="cells",
+        desc="embed",
+        disable=not show,
+    ) as bar:
+        for lo in range(start, stop, chunk_size):
+            hi = min(lo + chunk_size, stop)
+            done = store.done[lo:hi]
+            if done.all():
+                continue
+            chunk = as_csr(tokens[lo:hi])
+            for batch in runner.run(chunk, skip=done, progress=bar):
+                on_batch(lo + batch.rows, batch)
+                if (
+                    store.persistent
+                    and time.monotonic() - last_save >= settings.checkpoint_interval
+                ):
+                    store.save(gene_state())
+                    last_save = time.monotonic()
+            empty = np.flatnonzero((np.diff(chunk.indptr) == 0) & ~done)
+            if len(empty):  # cells without tokens: NaN rows
+                store.add(lo + empty, np.full((len(empty), store.values_width), np.nan, np.float32))
+                bar.update(len(empty))
+            store.save(gene_state())
+            last_save = time.monotonic()

@@ -1,14 +1,16 @@
-"""Where embeddings go: memory, or a backed file with progress saved for resuming."""
+"""Where embeddings go: memory, or a backed file, with progress saved beside it to resume."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
 
-from .._anndata import PARTIAL_GROUP, drop_partial, writable_file
+from .._anndata import writable_file
 from .._engine._distributed import sum_across
+from .._resume import ProgressFolder
 
 _ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 
@@ -17,33 +19,47 @@ def _clean(params: dict) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-class EmbeddingStore:
-    """Collects per-chunk cell embeddings (and gene sums) and stores them at the end.
+def progress_folder(path: str | Path, key: str) -> Path:
+    """The folder beside a backed file where an embedding run's progress is saved."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{key}.progress")
 
-    On an AnnData backed by a writable file (single process), every chunk goes straight into
-    ``scgf_partial/embed_{key}`` in the file together with the number of cells done and the run's
-    parameters; a later call with the same parameters resumes from there. The partial group
-    becomes ``obsm[key]`` only when the run completes.
+
+class EmbeddingStore:
+    """Collects cell embeddings (and gene sums) batch by batch and stores them at the end.
+
+    On an AnnData backed by a writable file (single process), progress is saved beside the
+    file (:func:`progress_folder`, a :class:`scgf._resume.ProgressFolder`): each save writes
+    one part atomically with the embeddings of the cells done since the last one and the
+    running gene sums, so that a run killed at any moment resumes from its last save. The
+    folder records the run's fingerprint (cells, tokens, model, parameters); a later call
+    with another fingerprint is refused, naming what differs (``restart=True`` discards it).
+    The results go into the file's ``obsm``/``varm``/``uns`` only when the run completes.
     """
 
-    def __init__(self, adata, key, hidden, params, genes, backed_group=None):
+    def __init__(self, adata, key, hidden, params, genes, progress=None):
         self.adata, self.key, self.params = adata, key, _clean(params)
         self.genes = genes
-        self.group = backed_group
-        self.n_done = 0
+        self.values_width = hidden
+        self.progress = progress
         self.gene_sums = self.gene_counts = None
-        if backed_group is None:
+        self.pending_rows: list[np.ndarray] = []
+        self.pending_values: list[np.ndarray] = []
+        self.done = np.zeros(adata.n_obs, dtype=bool)
+        if progress is None:
+            # Zeros, so that summing the processes' stores merges torchrun shards; cells
+            # without tokens are added as NaN rows.
             self.values = np.zeros((adata.n_obs, hidden), dtype=np.float32)
             return
-        self.n_done = int(backed_group.attrs.get("n_done", 0))
-        if genes and "gene_sums" in backed_group:
-            self.gene_sums = backed_group["gene_sums"][()]
-            self.gene_counts = backed_group["gene_counts"][()]
+        for part in progress.parts():
+            self.done[part["rows"]] = True
+            if "gene_sums" in part:
+                self.gene_sums, self.gene_counts = part["gene_sums"], part["gene_counts"]
 
     @property
     def persistent(self) -> bool:
         """Whether results go to a file (and a later call can resume)."""
-        return self.group is not None
+        return self.progress is not None
 
     @classmethod
     def open(
@@ -52,68 +68,80 @@ class EmbeddingStore:
         key: str,
         hidden: int,
         params: dict,
+        fingerprint: Callable[[], dict],
         *,
         genes: bool,
         distributed: bool,
+        restart: bool = False,
     ) -> EmbeddingStore:
-        """A store for ``adata``: file-backed and resumable when ``adata`` is backed ``r+``."""
-        writable = writable_file(adata) and not distributed
-        if not writable:
-            return cls(adata, key, hidden, params, genes)
-        # Outside obsm, so that anndata never reads an unfinished run.
-        partial = adata.file._file.require_group(PARTIAL_GROUP)
-        name = f"embed_{key}"
-        signature = json.dumps({**_clean(params), "genes": genes}, sort_keys=True)
-        group = partial.get(name)
-        if group is None or group.attrs.get("params") != signature:
-            if group is not None:
-                del partial[name]
-            group = partial.create_group(name)
-            group.attrs["params"] = signature
-            group.attrs["n_done"] = 0
-            group.create_dataset(
-                "emb", shape=(adata.n_obs, hidden), dtype="float32", fillvalue=np.nan
-            )
-        return cls(adata, key, hidden, params, genes, backed_group=group)
+        """A store for ``adata``: resumable when ``adata`` is backed ``r+``.
 
-    def write(self, start: int, values: np.ndarray, gene_state) -> None:
-        """Store the embeddings of cells ``start …`` and the running gene sums."""
-        stop = start + len(values)
+        Parameters
+        ----------
+        fingerprint
+            Returns what the run is computed from (:func:`scgf._resume.check_same`); called
+            only for a backed file.
+        restart
+            Discard saved progress of another run instead of refusing it.
+        """
+        if not writable_file(adata) or distributed:
+            return cls(adata, key, hidden, params, genes)
+        progress = ProgressFolder(
+            progress_folder(adata.filename, key),
+            fingerprint(),
+            "run again with the same cells, tokens, model and parameters to resume it, or "
+            "pass restart=True (scgf embed --restart) to discard it.",
+            restart=restart,
+        )
+        return cls(adata, key, hidden, params, genes, progress=progress)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Keep the embeddings of cells ``rows`` (indices into ``adata``)."""
+        self.done[rows] = True
+        if self.progress is None:
+            self.values[rows] = values
+            return
+        self.pending_rows.append(np.asarray(rows, dtype=np.int64))
+        self.pending_values.append(np.asarray(values, dtype=np.float32))
+
+    def save(self, gene_state=None) -> None:
+        """Save the cells added since the last save (and the running gene sums), so that an
+        interrupted run resumes after them."""
         if gene_state is not None:
             self.gene_sums, self.gene_counts = gene_state
-        if self.group is None:
-            self.values[start:stop] = values
-            self.n_done = stop
+        if self.progress is None or not self.pending_rows:
             return
-        self.group["emb"][start:stop] = values
+        part = {"rows": np.concatenate(self.pending_rows)}
+        part["values"] = np.concatenate(self.pending_values)
         if gene_state is not None:
-            for name, array in (("gene_sums", self.gene_sums), ("gene_counts", self.gene_counts)):
-                if name in self.group:
-                    self.group[name][...] = array
-                else:
-                    self.group.create_dataset(name, data=array)
-        self.group.attrs["n_done"] = stop
-        self.group.file.flush()
+            part["gene_sums"], part["gene_counts"] = gene_state
+        self.progress.save(part)
+        self.pending_rows.clear()
+        self.pending_values.clear()
 
     def finish(self, gene_embeddings: np.ndarray | None) -> None:
         """Put the results under ``obsm``/``varm``/``uns`` (and into the file when backed)."""
         uns = {"params": self.params}
-        if self.group is None:
-            self.adata.obsm[self.key] = sum_across(self.values)
+        if self.progress is None:
+            self.adata.obsm[self.key] = sum_across(self.values)  # merges torchrun shards
             if gene_embeddings is not None:
                 self.adata.varm[self.key] = gene_embeddings
             self.adata.uns[self.key] = uns
             return
         handle = self.adata.file._file
-        obsm = handle["obsm"]
+        obsm = handle.require_group("obsm")
         if self.key in obsm:
             del obsm[self.key]
-        obsm.move(f"{self.group.name}/emb", f"{obsm.name}/{self.key}")
-        drop_partial(handle, self.group.name)
-        dataset = obsm[self.key]
+        dataset = obsm.create_dataset(
+            self.key,
+            shape=(self.adata.n_obs, self.values_width),
+            dtype="float32",
+            fillvalue=np.nan,
+        )
+        for part in self.progress.parts():  # one part in memory at a time
+            order = np.argsort(part["rows"])  # h5py writes rows in increasing order
+            dataset[part["rows"][order]] = part["values"][order]
         dataset.attrs.update(_ARRAY_ATTRS)
-        self.adata.obsm[self.key] = dataset
-        self.adata.uns[self.key] = uns
         for group_name, value in (("uns", uns), ("varm", gene_embeddings)):
             if value is None:
                 continue
@@ -121,6 +149,9 @@ class EmbeddingStore:
             if self.key in group:
                 del group[self.key]
             ad.io.write_elem(group, self.key, value)
+        handle.flush()
+        self.progress.remove()  # only once the results are in the file
+        self.adata.obsm[self.key] = dataset
+        self.adata.uns[self.key] = uns
         if gene_embeddings is not None:
             self.adata.varm[self.key] = gene_embeddings
-        handle.flush()

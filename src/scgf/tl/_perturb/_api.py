@@ -18,7 +18,7 @@ from ..._settings import settings
 from ...models import DEFAULT_MODEL
 from .._common import as_csr, check_pooling, ensure_tokens
 from ._checkpoint import Checkpoint, checkpoint_blocks
-from ._plan import ALL, check_states, make_plan, select_cells
+from ._plan import ALL, canonical_states, check_states, make_plan, select_cells
 from ._tokens import PERTURB_TYPES
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ def perturb(
     """
     from ..._engine import LayerOutput, Runner, load_model, resolve_device
     from ..._engine._distributed import gather_records, shard, world
+    from ..._resume import cells_fingerprint, tokens_fingerprint
     from ._cells import CellPerturber, state_embeddings
     from ._results import store_results
 
@@ -159,7 +160,7 @@ def perturb(
         **loaded.describe(),
         "genes": genes if isinstance(genes, str | list) else dict(genes),
         "perturb_type": perturb_type,
-        "cell_states": cell_states,
+        "cell_states": canonical_states(cell_states),
         "anchor_gene": anchor_gene,
         "combos": combos,
         "pooling": pooling,
@@ -183,7 +184,14 @@ def perturb(
     )
     if resume is not None and size > 1:  # one folder per process of a torchrun job
         resume = f"{resume}/rank{rank}-of-{size}"
-    checkpoint = Checkpoint(resume, params)
+    fingerprint = None
+    if resume is not None:
+        fingerprint = {
+            "cells": cells_fingerprint(target.obs_names[cells]),
+            "tokens": tokens_fingerprint(tokens[cells]),
+            **params,
+        }
+    checkpoint = Checkpoint(resume, fingerprint)
     start, stop = shard(len(cells), rank, size)
     done = checkpoint.done_cells
     todo = [int(c) for c in cells[start:stop] if int(c) not in done]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ..._resume import ProgressFolder
 
 # A checkpoint is written after at most 8 cells or 2,048 tokens of cells (about as many
 # perturbed copies with genes="all"), so that long cells are saved one by one.
@@ -23,30 +24,24 @@ RECORD_KEYS = (
 
 
 class Checkpoint:
-    """A folder of finished blocks of cells (``part-*.npz``) and the run's parameters.
+    """Finished blocks of cells, in memory and, with a folder, saved there to resume.
 
-    A folder written with other parameters is refused rather than mixed.
+    The folder is a :class:`scgf._resume.ProgressFolder`: parts written atomically, with the
+    run's fingerprint (cells, their tokens, the model and the parameters); a folder written
+    for anything else is refused, naming what differs, rather than mixed.
     """
 
-    def __init__(self, folder: str | Path | None, params: dict):
-        self.folder = None if folder is None else Path(folder)
+    def __init__(self, folder: str | Path | None, fingerprint: dict | None):
+        self.progress = None
         self.parts: list[dict[str, np.ndarray]] = []
-        if self.folder is None:
+        if folder is None:
             return
-        signature = json.dumps(params, sort_keys=True, default=str)
-        params_file = self.folder / "params.json"
-        if params_file.exists():
-            if params_file.read_text() != signature:
-                raise ValueError(
-                    f"The checkpoint in {self.folder} belongs to a run with other parameters; "
-                    "pass another resume= folder or delete this one."
-                )
-            for path in sorted(self.folder.glob("part-*.npz")):
-                with np.load(path) as data:
-                    self.parts.append({k: data[k] for k in data.files})
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            params_file.write_text(signature)
+        self.progress = ProgressFolder(
+            folder,
+            fingerprint,
+            "pass another resume= folder (scgf perturb --resume) or delete this one.",
+        )
+        self.parts = list(self.progress.parts())
 
     @property
     def done_cells(self) -> set[int]:
@@ -56,11 +51,8 @@ class Checkpoint:
     def save(self, part: dict[str, np.ndarray]) -> None:
         """Keep a finished block (and write it to the folder, if any)."""
         self.parts.append(part)
-        if self.folder is not None:
-            index = len(list(self.folder.glob("part-*.npz")))
-            tmp = self.folder / f".part-{index:06d}.npz"
-            np.savez(tmp, **part)
-            tmp.rename(self.folder / f"part-{index:06d}.npz")
+        if self.progress is not None:
+            self.progress.save(part)
 
     def merged(self) -> dict[str, np.ndarray]:
         """All blocks' arrays concatenated."""

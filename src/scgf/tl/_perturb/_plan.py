@@ -143,3 +143,16 @@ def check_states(adata: ad.AnnData, cell_states: dict | None) -> list:
     if missing:
         raise ValueError(f"No cells with obs[{key!r}] in {missing}; values are {sorted(present)}.")
     return states
+
+
+def canonical_states(cell_states: dict | None) -> dict | None:
+    """``cell_states`` in one form (``alt`` always present, a list), so that equal requests
+    from the API and the command line record equal parameters."""
+    if cell_states is None:
+        return None
+    return {
+        "key": cell_states["key"],
+        "start": cell_states["start"],
+        "goal": cell_states["goal"],
+        "alt": list(cell_states.get("alt") or []),
+    }

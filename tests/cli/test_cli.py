@@ -52,7 +52,7 @@ def test_tokenize_file_downloads_only_dictionaries(hub, hub_settings, tmp_path, 
 def test_tokenize_reports_errors(hub_settings, tmp_path, capsys):
     source = DATA / "pbmc68k_reduced_counts.h5ad"
     code = main(["--quiet", "tokenize", str(source), str(tmp_path / "o.h5ad"), "--gene-key", "x"])
-    assert code == 1
+    assert code == 2
     assert "No var column 'x'" in capsys.readouterr().err
 
 

@@ -13,8 +13,7 @@ import torch
 
 import scgf
 from scgf.cli import main
-from tests._tiny import make_tiny_checkpoint
-from tests.conftest import DATA, DICTS, needs_data, needs_dicts
+from tests.conftest import needs_data, needs_dicts
 
 pytestmark = [needs_dicts, needs_data]
 
@@ -41,22 +40,6 @@ STATES = [
     "--goal-state",
     "Dendritic",
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny V2 checkpoint folder carrying the real V2 dictionaries (works offline)."""
-    folder = make_tiny_checkpoint(tmp_path_factory.mktemp("model"), "V2", seed=3)
-    for name in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
-        (folder / f"{name}_gc104M.pkl").write_bytes((DICTS / f"{name}_gc95M.pkl").read_bytes())
-    return folder
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "cells.h5ad"
-    ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:90].copy().write_h5ad(path)
-    return path
 
 
 @pytest.fixture(scope="module")

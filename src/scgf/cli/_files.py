@@ -1,0 +1,134 @@
+"""Input and output files of the command line: checked inputs, and outputs that are whole or
+absent (written under a partial name beside the output, renamed on success)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .._resume import check_same, file_sha256
+
+PARTIAL_SUFFIX = ".partial"
+SOURCE_ATTR = "scgf_source"  # root attribute of a partial file: the input it was copied from
+
+
+class InputFileError(ValueError):
+    """An input path is missing, a directory, or not an ``.h5ad`` (HDF5) file."""
+
+
+def check_input(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, checked to be an existing HDF5 file."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path} does not exist.")
+    if path.is_dir():
+        raise InputFileError(f"{path} is a directory; give the path of an .h5ad file.")
+    if not h5py.is_hdf5(path):
+        raise InputFileError(
+            f"{path} is not an .h5ad (HDF5) file. Convert other formats with anndata or "
+            "scanpy first (e.g. sc.read_10x_h5(...).write_h5ad('cells.h5ad'))."
+        )
+    return path
+
+
+def partial_path(target: Path) -> Path:
+    """Where the output is written until the command succeeds."""
+    return target.with_name(target.name + PARTIAL_SUFFIX)
+
+
+class PartialOutput:
+    """``OUTPUT`` written as ``OUTPUT.partial`` and renamed when the command succeeds.
+
+    A fresh run copies the input to the partial file and records the input's sha256 in it. A
+    run that finds a partial file of the same input resumes it (``resumable``); a partial file
+    of another input is refused, never mixed. Writing in place (``INPUT`` = ``OUTPUT``)
+    writes the input file itself, whose own stores keep it whole.
+
+    Parameters
+    ----------
+    source, target
+        The input and output paths.
+    resumable
+        Whether progress saved in the partial file can be resumed (``scgf embed``), or the
+        partial file is removed on failure (``scgf tokenize``).
+    """
+
+    def __init__(self, source: Path, target: Path, *, resumable: bool):
+        self.source, self.target = Path(source), Path(target)
+        self.in_place = self.target.exists() and self.source.resolve() == self.target.resolve()
+        self.partial = self.target if self.in_place else partial_path(self.target)
+        self.resumable = resumable
+        self.resuming = False
+
+    def open(self) -> Path:
+        """Prepare and return the file to work on."""
+        if self.in_place:
+            return self.partial
+        digest = file_sha256(self.source)
+        if self.partial.exists() and self.resumable:
+            check_same(
+                _source_of(self.partial),
+                {"input": digest},
+                str(self.partial),
+                f"delete {self.partial} to start again, or give another output path.",
+            )
+            self.resuming = True
+            if readable(self.partial):
+                return self.partial
+            # Killed while writing it: start from a fresh copy; the progress saved beside
+            # the file (whole parts only) still applies, its fingerprint checked as usual.
+        tmp = self.partial.with_name(self.partial.name + ".copying")
+        shutil.copyfile(self.source, tmp)
+        _mark_source(tmp, digest)
+        os.replace(tmp, self.partial)
+        return self.partial
+
+    def commit(self) -> None:
+        """The command succeeded: the partial file becomes the output."""
+        if not self.in_place:
+            _mark_source(self.partial, None)
+            os.replace(self.partial, self.target)
+
+    def abandon(self, *, keep: bool) -> None:
+        """The command failed: keep the partial file (progress to resume) or remove it."""
+        if not self.in_place and not keep and self.partial.exists():
+            self.partial.unlink()
+
+
+def _mark_source(path: Path, digest: str | None) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        if digest is None:
+            handle.attrs.pop(SOURCE_ATTR, None)
+        else:
+            handle.attrs[SOURCE_ATTR] = f'{{"input": "{digest}"}}'
+
+
+def _source_of(path: Path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return str(handle.attrs.get(SOURCE_ATTR, "{}"))
+
+
+def has_progress(folder: Path) -> bool:
+    """Whether a progress folder (:class:`scgf._resume.ProgressFolder`) holds saved parts."""
+    return folder.is_dir() and any(folder.glob("part-*.npz"))
+
+
+def readable(path: Path) -> bool:
+    """Whether an HDF5 file opens and its top level reads (a kill during a write can leave a
+    partial file that does not)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            list(handle.keys())
+            dict(handle.attrs)
+    except OSError:
+        return False
+    return True
