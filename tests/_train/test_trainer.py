@@ -106,3 +106,15 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, vocab_v2):
 def test_dataset_rejects_labels_of_another_length(bad):
     with pytest.raises(ValueError, match="3 entries for"):
         TokenDataset(corpus(5, seed=0), **bad)
+
+
+def test_checkpoints_of_another_training_are_refused(tmp_path, vocab_v2):
+    _, trainer = train(tmp_path, vocab_v2, num_train_epochs=1)
+    fingerprint = {"cells": "10:abc", "model": "tiny", "learning_rate": 0.01}
+    assert last_checkpoint(tmp_path, fingerprint) is None  # first run: recorded
+    trainer.train()
+    assert last_checkpoint(tmp_path, fingerprint).endswith("checkpoint-10")
+    with pytest.raises(ValueError, match=r"learning_rate \(saved 0.01, now 0.1\)"):
+        last_checkpoint(tmp_path, {**fingerprint, "learning_rate": 0.1})
+    assert last_checkpoint(tmp_path, {**fingerprint, "learning_rate": 0.1}, restart=True) is None
+    assert last_checkpoint(tmp_path, {**fingerprint, "learning_rate": 0.1}) is not None
