@@ -20,6 +20,25 @@ def _default_cache_dir() -> Path:
     return Path(pooch.os_cache("scgf"))
 
 
+def _interval_from_env(default: float = 120.0) -> float:
+    """``SCGF_CHECKPOINT_INTERVAL`` in seconds; a value that is no number is reported, not
+    fatal (it is read when scgf is imported)."""
+    text = os.environ.get("SCGF_CHECKPOINT_INTERVAL")
+    if text is None:
+        return default
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        import warnings
+
+        warnings.warn(
+            f"SCGF_CHECKPOINT_INTERVAL={text!r} is not a number of seconds; using {default:g}.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return default
+
+
 @dataclass
 class ScgfSettings:
     """Settings shared by every scgf function.
@@ -53,9 +72,7 @@ class ScgfSettings:
     _base_url: str | None = field(default=None, repr=False)
     progress: bool = True
     n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    checkpoint_interval: float = field(
-        default_factory=lambda: float(os.environ.get("SCGF_CHECKPOINT_INTERVAL", 120))
-    )
+    checkpoint_interval: float = field(default_factory=lambda: _interval_from_env())
     _verbosity: str = field(default="info", repr=False)
 
     def __post_init__(self) -> None:

@@ -160,5 +160,5 @@ def test_cls_only_equals_the_full_layer(loaded, emb_layer):
 
 @needs_dicts
 def test_runner_rejects_a_non_positive_budget(loaded):
-    with pytest.raises(ValueError, match="token_budget=0"):
+    with pytest.raises(ValueError, match="batch_tokens=0"):
         Runner(loaded, LayerOutput(loaded), token_budget=0)

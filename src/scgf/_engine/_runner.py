@@ -66,7 +66,9 @@ class Runner:
         self.device = loaded.device
         self.dtype = dtype
         if token_budget is not None and token_budget < 1:
-            raise ValueError(f"token_budget={token_budget}; it must be a positive token count.")
+            raise ValueError(
+                f"batch_tokens={token_budget}: the padded tokens per batch must be positive."
+            )
         self.token_budget = token_budget or DEFAULT_BUDGET.get(self.device.type, 4_096)
 
     def _autocast(self):

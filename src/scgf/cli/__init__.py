@@ -75,4 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, DownloadError) as err:
         print(f"scgf {args.command}: error: {_message(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RuntimeError as err:
+        if type(err).__name__ != "OutOfMemoryError":  # torch.cuda's; a bug otherwise
+            raise
+        print(
+            f"scgf {args.command}: error: the GPU ran out of memory even for a batch of one "
+            f"cell ({_message(err).splitlines()[0]}). Use a GPU with more memory, "
+            "--dtype bfloat16, a smaller model, or --device cpu.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     return 0

@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     """Embed ``args.input`` into ``args.output``, resuming an interrupted run there."""
     from .._engine._distributed import world
+    from .._resume import ResumeMismatchError
     from .._settings import settings
     from ..tl._embedding_store import progress_folder
     from ._options import model_options
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
     except BaseException as err:
         keep = has_progress(progress_folder(work, args.key_added))
         output.abandon(keep=keep)
-        if keep:
+        if keep and not isinstance(err, ResumeMismatchError):
             err.add_note(f"progress is saved in {work}: run the same command again to resume")
         raise
     output.commit()

@@ -48,7 +48,16 @@ def gene_argument(args: argparse.Namespace) -> str | list[str] | dict[str, list[
 def state_argument(args: argparse.Namespace) -> dict | None:
     """``cell_states=`` of ``tl.perturb`` from the state options."""
     if not args.state_key:
+        if args.start_state or args.goal_state or args.alt_state:
+            raise ValueError("--start-state/--goal-state/--alt-state need --state-key.")
         return None
+    missing = [
+        o
+        for o, v in (("--start-state", args.start_state), ("--goal-state", args.goal_state))
+        if not v
+    ]
+    if missing:
+        raise ValueError(f"--state-key {args.state_key} needs {' and '.join(missing)}.")
     states = {"key": args.state_key, "start": args.start_state, "goal": args.goal_state}
     if args.alt_state:
         states["alt"] = args.alt_state
@@ -62,9 +71,13 @@ def run(args: argparse.Namespace) -> None:
     from .._engine._distributed import world
 
     rank, _ = world()
-    adata = ad.read_h5ad(check_input(args.input))
+    source, target = check_input(args.input), Path(args.output)
+    if not target.parent.is_dir():  # before the run, not after it
+        raise FileNotFoundError(f"The output folder {target.parent} does not exist.")
+    cell_states = state_argument(args)
+    adata = ad.read_h5ad(source)
     try:
-        _perturb_cells(adata, args)
+        _perturb_cells(adata, args, cell_states)
     except KeyboardInterrupt as err:
         if args.resume:
             err.add_note(
@@ -72,14 +85,13 @@ def run(args: argparse.Namespace) -> None:
             )
         raise
     if rank == 0:
-        target = Path(args.output)
         partial = partial_path(target)
         adata.write_h5ad(partial)
         os.replace(partial, target)
         print(f"results written to {target} (uns[{args.key_added!r}])")
 
 
-def _perturb_cells(adata, args: argparse.Namespace) -> None:
+def _perturb_cells(adata, args: argparse.Namespace, cell_states: dict | None) -> None:
     from ..tl import perturb
     from ._options import model_options
 
@@ -87,7 +99,7 @@ def _perturb_cells(adata, args: argparse.Namespace) -> None:
         adata,
         gene_argument(args),
         perturb_type=args.perturb_type,
-        cell_states=state_argument(args),
+        cell_states=cell_states,
         anchor_gene=args.anchor_gene,
         combos=args.combos,
         gene_shifts=args.gene_shifts,

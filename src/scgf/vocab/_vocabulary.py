@@ -18,10 +18,19 @@ SPECIAL_TOKENS = ("<pad>", "<mask>", "<cls>", "<eos>")
 
 
 def _load_pickle(path: str | os.PathLike) -> dict:
-    with open(path, "rb") as handle:
-        obj = pickle.load(handle)
+    try:
+        with open(path, "rb") as handle:
+            obj = pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+        raise ValueError(
+            f"{path} is not a readable dictionary pickle ({type(err).__name__}: {err}); it may "
+            "be truncated or corrupt: copy or download it again."
+        ) from err
     if not isinstance(obj, dict):
-        raise TypeError(f"{path} holds a {type(obj).__name__}, expected a dict.")
+        raise ValueError(
+            f"{path} holds a {type(obj).__name__}, not a dictionary: it is not a Geneformer "
+            "dictionary file."
+        )
     return obj
 
 
