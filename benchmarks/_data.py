@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import anndata as ad
@@ -15,6 +16,8 @@ from scgf.vocab import Vocabulary
 SHARED = Path(os.environ.get("SCGF_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 DICTS = SHARED / "reference" / "geneformer_dicts"
 SOURCE = SHARED / "data" / "pbmc_sorted_zheng2017_3100.h5ad"
+# The full 32,786-gene 10x matrix (Cell Ranger GRCh38 gene set), gene symbols as var_names.
+DEEP_SOURCE = SHARED / "data" / "immune_celltypist_559.h5ad"
 
 
 def real_vocabulary(version: str = "V2") -> Vocabulary:
@@ -29,6 +32,20 @@ def real_vocabulary(version: str = "V2") -> Vocabulary:
     )
 
 
+def reference_dictionaries(version: str = "V2") -> tuple[dict, dict, dict]:
+    """The reference tokenizer's dictionaries as it holds them: token ids, medians, and the
+    ID mapping filtered to genes in the token dictionary."""
+    tag = "gc95M" if version == "V2" else "gc30M"
+
+    def load(stem: str) -> dict:
+        with open(DICTS / f"{stem}_{tag}.pkl", "rb") as handle:
+            return pickle.load(handle)
+
+    tokens = load("token_dictionary")
+    mapping = {k: v for k, v in load("ensembl_mapping_dict").items() if v in tokens}
+    return tokens, load("gene_median_dictionary"), mapping
+
+
 def add_dictionaries(folder: Path, version: str = "V2") -> None:
     """Copy the published dictionaries into a checkpoint folder, so it works offline."""
     tag = "gc95M" if version == "V2" else "gc30M"
@@ -41,17 +58,27 @@ def add_dictionaries(folder: Path, version: str = "V2") -> None:
         (Path(folder) / f"{stem}_{tag}.pkl").write_bytes((DICTS / f"{stem}_{tag}.pkl").read_bytes())
 
 
-def thinned_cells(n_cells: int, seed: int = 0, source: Path = SOURCE) -> ad.AnnData:
+def thinned_cells(
+    n_cells: int,
+    seed: int = 0,
+    source: Path = SOURCE,
+    keep: float | tuple[float, float] = (0.3, 1.0),
+) -> ad.AnnData:
     """``n_cells`` real cells drawn with replacement, each count thinned by a random depth.
 
     Every new cell is a real cell whose counts are binomially subsampled with a keep
-    probability drawn uniformly in [0.3, 1], a standard way to simulate shallower sequencing.
+    probability drawn uniformly in ``keep`` (default [0.3, 1]), or fixed when ``keep`` is a
+    number: a standard way to simulate shallower sequencing. ``var`` keeps the source's
+    ``var_names`` and its ``ensembl_id`` column.
     """
     real = ad.read_h5ad(source)
     counts = real.X.tocsr()
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, real.n_obs, n_cells)
-    keep = rng.uniform(0.3, 1.0, n_cells)
+    if isinstance(keep, tuple):
+        keep = rng.uniform(*keep, n_cells)
+    else:
+        keep = np.full(n_cells, float(keep))
     rows = counts[picks]
     per_entry = np.repeat(keep, np.diff(rows.indptr))
     thinned = rng.binomial(rows.data.astype(np.int64), per_entry).astype(np.float32)
@@ -62,6 +89,17 @@ def thinned_cells(n_cells: int, seed: int = 0, source: Path = SOURCE) -> ad.AnnD
         index=[f"cell{i}" for i in range(n_cells)],
     )
     return ad.AnnData(out, obs=obs, var=real.var[["ensembl_id"]].copy())
+
+
+def deep_cells(n_cells: int, seed: int = 0, keep: float = 0.8) -> ad.AnnData:
+    """Deeply sequenced cells with the full 10x gene set, named by gene symbol.
+
+    Cells of :data:`DEEP_SOURCE` (559 immune cells, 32,786 genes, symbols as ``var_names``)
+    thinned with one keep probability, 0.8 by default: about 1,630 non-zero genes per cell.
+    Tokenizing by ``var_names`` maps symbols and, for V2, sums the columns that map to one
+    Ensembl ID.
+    """
+    return thinned_cells(n_cells, seed=seed, source=DEEP_SOURCE, keep=keep)
 
 
 def write_large_backed(path: Path, n_cells: int, block: int = 100_000) -> None:

@@ -63,9 +63,7 @@ def assert_real_dictionaries(folder: Path):
 def test_shared_folder_comes_first(tmp_path, hub):
     shared = shared_folder(tmp_path / "shared")
     n_requests = len(hub.requests)
-    found = find_dictionaries(
-        shared, filled_cache(tmp_path / "cache"), hub.url, tmp_path / "copy"
-    )
+    found = find_dictionaries(shared, filled_cache(tmp_path / "cache"), hub.url, tmp_path / "copy")
     assert (found.path, found.source) == (shared, "shared folder")
     assert len(hub.requests) == n_requests and not (tmp_path / "copy").exists()
 

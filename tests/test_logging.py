@@ -52,3 +52,32 @@ def test_nothing_goes_to_the_root_logger(capsys):
     finally:
         root.removeHandler(handler)
     assert records == [] and capsys.readouterr().err == "only ours\n"
+
+
+def test_warnings_point_at_the_users_line(tmp_path):
+    """A warning raised deep inside scgf is attributed to the caller's file and line."""
+    import warnings
+
+    def nested():
+        _logging.warn("careful")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nested()
+    assert caught[0].filename == __file__ and caught[0].message.args[0] == "careful"
+
+
+def test_empty_cells_and_empty_data_warn_at_the_caller(vocab_v2):
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    genes = list(vocab_v2.gene_ids[:50])
+    counts = sp.csr_matrix(np.vstack([np.ones(50), np.zeros(50)]).astype(np.float32))
+    adata = ad.AnnData(counts, var={"g": genes})
+    adata.var_names = genes
+    with pytest.warns(UserWarning, match="1 of 2 cells have no counts") as record:
+        scgf.pp.tokenize(adata, model=vocab_v2)
+    assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match="no cells"):
+        scgf.pp.tokenize(adata[:0].copy(), model=vocab_v2)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from datetime import datetime, timedelta
+from pathlib import Path
 
 LOGGER_NAME = "scgf"
 
@@ -105,3 +107,15 @@ def warning(message: str) -> None:
     """Log ``message`` at warning level (for conditions a user need not act on at once;
     use :func:`warnings.warn` for those they should)."""
     logger.warning(message)
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the user's line that called into scgf, however deep
+    inside scgf it is raised (``stacklevel`` counted past scgf's own frames)."""
+    frame, level = sys._getframe(1), 2  # level 2: the caller of this function
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

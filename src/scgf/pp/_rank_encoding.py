@@ -7,16 +7,22 @@ division by ``n_counts`` is a multiplication by its reciprocal in ``n_counts``'s
 division by the median a multiplication by its float64 reciprocal. Genes with exactly equal
 scores are ordered by ascending token id (= ascending Ensembl ID), so the encoding is
 deterministic and independent of the order of the input's columns.
+
+Two implementations give the same tokens: a compiled kernel (numba, imported only when it is
+used) that sums, scores and sorts one cell at a time, for large inputs; and a vectorised NumPy
+one, for small inputs (where loading the compiled kernel would cost more than it saves) and
+when numba is missing. :class:`ChunkEncoder` picks one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-TARGET_SUM = 10_000
+from ._rank_compiled import TARGET_SUM, Kernel, select_kernel
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,14 @@ class GeneAggregator:
 
     ``matrix`` (n_vars × n_present) sums every input column into its vocabulary gene, so
     duplicated IDs, retired IDs and symbols of one gene are added up; ``tokens`` holds the
-    present genes' token ids in ascending order and ``inverse_median`` their ``1/median``.
+    present genes' token ids in ascending order and ``inverse_median`` their ``1/median``;
+    ``column_slot`` gives each input column's position in ``tokens`` (``-1``: ignored).
     """
 
     matrix: sp.csr_matrix
     tokens: np.ndarray
     inverse_median: np.ndarray
+    column_slot: np.ndarray
 
     @classmethod
     def build(
@@ -44,7 +52,9 @@ class GeneAggregator:
             (np.ones(len(used), dtype=dtype), (used, target)),
             shape=(len(column_tokens), len(tokens)),
         )
-        return cls(matrix, tokens, inverse_median_by_token[tokens])
+        column_slot = np.full(len(column_tokens), -1, dtype=np.int32)
+        column_slot[used] = target
+        return cls(matrix, tokens, inverse_median_by_token[tokens], column_slot)
 
     @property
     def sums_duplicates(self) -> bool:
@@ -165,3 +175,174 @@ def tokens_to_csr(lengths: np.ndarray, tokens: np.ndarray, context_size: int) ->
         (tokens.astype(np.int32), positions.astype(indptr.dtype), indptr),
         shape=(len(lengths), context_size),
     )
+
+
+class CsrRows(NamedTuple):
+    """Consecutive rows of a CSR matrix, as its arrays.
+
+    Taking rows of an in-memory matrix this way costs no copy: slicing copies them, and so
+    does scipy's constructor when handed views of larger arrays.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    n_cols: int
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, start: int = 0, stop: int | None = None) -> CsrRows:
+        """Rows ``start:stop`` of ``matrix`` (views of its arrays)."""
+        stop = matrix.shape[0] if stop is None else stop
+        lo, hi = matrix.indptr[start], matrix.indptr[stop]
+        return cls(
+            matrix.indptr[start : stop + 1] - lo,
+            matrix.indices[lo:hi],
+            matrix.data[lo:hi],
+            matrix.shape[1],
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return len(self.indptr) - 1
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """The rows as a scipy CSR matrix."""
+        return sp.csr_matrix(
+            (self.data, self.indices, self.indptr), shape=(self.n_rows, self.n_cols)
+        )
+
+
+#: Implementation used by :class:`ChunkEncoder`: ``"auto"`` picks by input size, the others
+#: force one (tests use this to compare them).
+KERNEL: Kernel = "auto"
+
+
+class ChunkEncoder:
+    """Encodes chunks of cells into token matrices, for one gene mapping and context.
+
+    Parameters
+    ----------
+    aggregator
+        The input-column → vocabulary-gene map.
+    context
+        Tokens per cell including special tokens (the token matrix's width).
+    cls_id, eos_id
+        Special tokens wrapped around each non-empty cell (V2), or ``None`` (V1).
+    n_entries
+        Stored entries of the whole input (``None``: unknown), to choose the implementation.
+    kernel
+        ``"auto"``, ``"numba"`` or ``"numpy"``; defaults to :data:`KERNEL`.
+    """
+
+    def __init__(
+        self,
+        aggregator: GeneAggregator,
+        *,
+        context: int,
+        cls_id: int | None = None,
+        eos_id: int | None = None,
+        n_entries: int | None = None,
+        kernel: Kernel | None = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.context = context
+        self.cls_id, self.eos_id = cls_id, eos_id
+        self.max_genes = context - 2 * (cls_id is not None)
+        self._kernel = select_kernel(kernel or KERNEL, n_entries)
+        if aggregator.matrix.dtype not in (np.float32, np.float64):  # pragma: no cover
+            self._kernel = None  # exotic count dtypes (e.g. longdouble) stay with NumPy
+        self._slot_tokens = aggregator.tokens.astype(np.int32)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether chunks go through the compiled kernel, which also checks every value."""
+        return self._kernel is not None
+
+    def encode(
+        self, rows: CsrRows, n_counts: np.ndarray | None, *, check: bool = True
+    ) -> tuple[sp.csr_matrix | None, np.ndarray]:
+        """Token matrix (CSR, ``n_cells × context``, int32) of a chunk of cells' raw counts.
+
+        Row ``i`` holds cell ``i``'s tokens at columns ``0 … length-1``; cells without
+        vocabulary genes have empty rows.
+
+        Parameters
+        ----------
+        rows
+            The cells' raw counts.
+        n_counts
+            Each cell's total count; ``None`` for the row sums.
+        check
+            With the compiled kernel, stop at the first stored value that is not a finite,
+            non-negative integer.
+
+        Returns
+        -------
+        ``(tokens, n_counts)``: the token matrix and the totals used. ``tokens`` is ``None``
+        when the compiled kernel stopped at such a value. The NumPy path never checks values
+        (run ``check_raw_counts`` first).
+        """
+        if n_counts is not None:
+            n_counts = np.asarray(n_counts)
+            if n_counts.dtype.kind not in "biuf" or n_counts.dtype.itemsize > 8:
+                n_counts = n_counts.astype(np.float64)  # e.g. object or longdouble totals
+        if self._kernel is None:
+            counts = rows.to_scipy()
+            if n_counts is None:  # in float64 throughout, as the compiled kernel sums them
+                n_counts = np.asarray(counts.astype(np.float64).sum(axis=1)).ravel()
+            lengths, tokens = encode_chunk(
+                counts,
+                n_counts,
+                self.aggregator,
+                max_genes=self.max_genes,
+                cls_id=self.cls_id,
+                eos_id=self.eos_id,
+            )
+            return tokens_to_csr(lengths, tokens, self.context), n_counts
+
+        data = rows.data.astype(self.aggregator.matrix.dtype, copy=False)  # summation dtype
+        if n_counts is None:
+            reciprocal = np.empty(rows.n_rows, dtype=np.float64)  # filled in by the kernel
+        else:
+            with np.errstate(divide="ignore"):  # cells with a zero total have no entries
+                reciprocal = np.true_divide(1.0, n_counts)
+        n_cells = rows.n_rows
+        per_row = np.diff(rows.indptr)
+        special = self.cls_id is not None
+        bound = int(np.minimum(per_row, self.max_genes).sum())
+        bound += 2 * special * int(np.count_nonzero(per_row))
+        index = np.int32 if bound < 2**31 else np.int64
+        tokens = np.empty(bound, dtype=np.int32)
+        positions = np.empty(bound, dtype=index)
+        indptr = np.empty(n_cells + 1, dtype=index)
+        sums = np.empty(n_cells, dtype=np.float64)
+        total, first_bad = self._kernel(
+            rows.indptr.astype(np.int64),
+            rows.indices.astype(np.int32, copy=False),  # one compiled variant; n_vars < 2**31
+            data,
+            self.aggregator.column_slot,
+            self._slot_tokens,
+            self.aggregator.inverse_median,
+            reciprocal.astype(np.float64),  # exact
+            n_counts is None,
+            check,
+            # NumPy scales in float32 when both the counts and the reciprocals are float32
+            # or narrower, else in float64.
+            np.result_type(data.dtype, reciprocal.dtype) == np.float32,
+            int(self.max_genes),  # plain ints: one compiled variant
+            int(self.cls_id) if special else -1,
+            int(self.eos_id) if special else -1,
+            tokens,
+            positions,
+            indptr,
+            sums,
+        )
+        n_counts = sums if n_counts is None else n_counts
+        if first_bad >= 0:
+            return None, n_counts
+        tokens, positions = tokens[:total], positions[:total]
+        if total < bound // 2:  # many unmapped entries: do not keep the spare buffer alive
+            tokens, positions = tokens.copy(), positions.copy()
+        matrix = sp.csr_matrix((tokens, positions, indptr), shape=(n_cells, self.context))
+        return matrix, n_counts

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import anndata as ad
@@ -20,7 +19,7 @@ from ..models import DEFAULT_MODEL, get_vocabulary
 from ..models._resolve import ModelLike
 from ..vocab import Vocabulary
 from ._checks import InputDataError, check_gene_overlap, check_n_counts, check_raw_counts
-from ._rank_encoding import GeneAggregator, encode_chunk, tokens_to_csr
+from ._rank_encoding import ChunkEncoder, CsrRows, GeneAggregator
 from ._token_store import TokenWriter
 
 
@@ -112,6 +111,8 @@ def tokenize(
     target = rna_modality(data)
     vocab = get_vocabulary(model)
     start = _logging.info(f"tokenizing {target.n_obs} cells with the {vocab.name} vocabulary")
+    if target.n_obs == 0:
+        _logging.warn("adata has no cells (n_obs=0): there is nothing to tokenize.")
     context, special = _context(vocab, context_size, special_tokens)
     matrix = count_matrix(target, layer)
     column_tokens = _column_tokens(target, vocab, gene_key, mask_var, min_overlap)
@@ -152,11 +153,9 @@ def tokenize(
     result = writer.finish(params)
     n_empty = writer.n_empty
     if n_empty:
-        warnings.warn(
+        _logging.warn(
             f"{n_empty} of {target.n_obs} cells have no counts on vocabulary genes; they keep "
             "their row with an empty token sequence, and later tools give them NaN results.",
-            UserWarning,
-            stacklevel=2,
         )
     added = f": added obsm[{key_added!r}], uns[{key_added!r}]" if inplace else ""
     _logging.info(f"    finished{added}", time=start)
@@ -181,23 +180,27 @@ def _encode_all(
     """Check and encode every chunk of cells, handing the tokens to ``writer`` in order.
 
     Chunks are read in this thread (backed files are not thread-safe) and encoded on
-    ``scgf.settings.n_jobs`` threads; NumPy's sorts release the GIL.
+    ``scgf.settings.n_jobs`` threads; the compiled kernel and NumPy's sorts release the GIL.
     """
+    encoder = ChunkEncoder(
+        aggregator,
+        context=context,
+        cls_id=vocab.cls_id if special else None,
+        eos_id=vocab.eos_id if special else None,
+        n_entries=_n_entries(matrix),
+    )
 
-    def encode(start: int, chunk: sp.csr_matrix, totals: np.ndarray | None) -> sp.csr_matrix:
-        check_raw_counts(chunk, start, target.obs_names, source)
-        if totals is None:
-            totals = np.asarray(chunk.sum(axis=1, dtype=np.float64)).ravel()
-        check_n_counts(totals, chunk, start, target.obs_names, n_counts_key or "row sums")
-        lengths, tokens = encode_chunk(
-            chunk,
-            totals,
-            aggregator,
-            max_genes=context - 2 * special,
-            cls_id=vocab.cls_id if special else None,
-            eos_id=vocab.eos_id if special else None,
-        )
-        return tokens_to_csr(lengths, tokens, context)
+    def encode(start: int, rows: CsrRows, given: np.ndarray | None) -> sp.csr_matrix:
+        if not encoder.compiled:  # the compiled kernel checks the values as it reads them
+            check_raw_counts(rows.to_scipy(), start, target.obs_names, source)
+        tokens, totals = encoder.encode(rows, given)
+        if tokens is None:  # a value that is not a raw count: name it
+            check_raw_counts(rows.to_scipy(), start, target.obs_names, source)
+            tokens, totals = encoder.encode(rows, given, check=False)  # it passed after all
+        if not _totals_ok(rows, totals):  # raises, naming the cell
+            key = n_counts_key or "row sums"
+            check_n_counts(totals, rows.to_scipy(), start, target.obs_names, key)
+        return tokens
 
     n_jobs = max(1, settings.n_jobs)
     pending: deque[tuple[int, Future]] = deque()
@@ -214,9 +217,9 @@ def _encode_all(
             bar.update(n_cells)
 
         try:
-            for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
+            for start, stop, rows in _row_chunks(matrix, chunk_size):
                 totals = None if n_counts_obs is None else n_counts_obs[start:stop]
-                pending.append((stop - start, pool.submit(encode, start, chunk, totals)))
+                pending.append((stop - start, pool.submit(encode, start, rows, totals)))
                 if len(pending) > n_jobs:
                     collect()
             while pending:
@@ -224,6 +227,34 @@ def _encode_all(
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+def _totals_ok(rows: CsrRows, totals: np.ndarray) -> bool:
+    """Whether every cell with counts has a positive total (what ``check_n_counts`` checks,
+    without building a scipy matrix)."""
+    has_counts = np.diff(rows.indptr) > 0
+    return not (has_counts & ~(np.asarray(totals, dtype=np.float64) > 0)).any()
+
+
+def _n_entries(matrix) -> int:
+    """Stored entries of an in-memory or backed count matrix (all entries when dense)."""
+    if sp.issparse(matrix):
+        return int(matrix.nnz)
+    group = getattr(matrix, "group", None)  # anndata's backed sparse dataset
+    if group is not None and "data" in group:
+        return int(group["data"].shape[0])
+    return int(np.prod(matrix.shape))
+
+
+def _row_chunks(matrix, chunk_size: int) -> Iterator[tuple[int, int, CsrRows]]:
+    """Row chunks of any count matrix; those of an in-memory CSR matrix are not copied."""
+    if sp.issparse(matrix) and matrix.format == "csr":
+        for start in range(0, matrix.shape[0], chunk_size):
+            stop = min(start + chunk_size, matrix.shape[0])
+            yield start, stop, CsrRows.of(matrix, start, stop)
+        return
+    for start, stop, chunk in iter_row_chunks(matrix, chunk_size):
+        yield start, stop, CsrRows.of(chunk)
 
 
 def _context(vocab: Vocabulary, context_size: int | None, special: bool | None) -> tuple[int, bool]:

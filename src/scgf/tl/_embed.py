@@ -111,6 +111,8 @@ def embed(
     loaded = load_model(model, device=torch_device, quantize=quantize)
     vocab = loaded.vocab
     pooling = check_pooling(pooling, vocab.special_tokens)
+    if target.n_obs == 0:
+        _logging.warn("adata has no cells (n_obs=0): there is nothing to embed.")
     ensure_tokens(target, vocab, tokens_key)
     readout = LayerOutput(loaded, emb_layer, cls_only=pooling == "cls" and not genes)
     runner = Runner(loaded, readout, dtype=compute_dtype, token_budget=batch_tokens)

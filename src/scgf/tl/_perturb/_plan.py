@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ... import _logging
 from ...vocab import Vocabulary
 
 ALL = "all"
@@ -84,11 +84,7 @@ def _tokens_of(ids: list, vocab: Vocabulary, what: str) -> np.ndarray:
             "symbols or Ensembl IDs."
         )
     if missing:
-        warnings.warn(
-            f"{what}: {missing} not in the {vocab.name} vocabulary, left out.",
-            UserWarning,
-            stacklevel=4,
-        )
+        _logging.warn(f"{what}: {missing} not in the {vocab.name} vocabulary, left out.")
     return np.array(list(dict.fromkeys(int(t) for t in tokens if t >= 0)), dtype=np.int64)
 
 
