@@ -70,3 +70,15 @@ def iter_row_chunks(matrix, chunk_size: int) -> Iterator[tuple[int, int, sp.csr_
         if not sp.issparse(chunk):
             chunk = sp.csr_matrix(np.asarray(chunk))
         yield start, stop, chunk.tocsr()
+
+
+def as_csr(block) -> sp.csr_matrix:
+    """A block of rows (CSR, backed rows or dense) as an in-memory CSR matrix."""
+    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
+
+
+def row_lengths(matrix) -> np.ndarray:
+    """Stored entries per row of a CSR matrix or an AnnData backed sparse dataset (a token
+    matrix's cell lengths), without reading the entries of a backed one."""
+    indptr = matrix.indptr if sp.issparse(matrix) else matrix.group["indptr"][()]
+    return np.diff(np.asarray(indptr))

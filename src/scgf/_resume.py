@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
+
+from ._anndata import row_lengths
 
 # Token rows hashed in full, spread evenly over the matrix (the lengths cover every cell).
 SAMPLED_ROWS = 64
@@ -48,20 +49,11 @@ def tokens_fingerprint(tokens) -> str:
     lengths of all cells plus whole rows spread over the matrix catch re-tokenized, reordered
     or other data in practice.
     """
-    indptr = tokens.indptr if sp.issparse(tokens) else tokens.group["indptr"][()]
-    n = len(indptr) - 1
+    lengths = row_lengths(tokens)
+    n = len(lengths)
     rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLED_ROWS)).astype(int))
     sample = [np.asarray(tokens[int(r) : int(r) + 1].data, dtype=np.int64) for r in rows]
-    return _digest(np.diff(indptr).astype(np.int64), *sample)
-
-
-def file_sha256(path: str | Path, chunk: int = 2**24) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return _digest(lengths.astype(np.int64), *sample)
 
 
 def as_text(fingerprint: dict) -> str:
@@ -134,18 +126,46 @@ class ProgressFolder:
         """The saved parts, in the order they were written."""
         return sorted(self.folder.glob("part-*.npz"))
 
-    def parts(self):
-        """Yield each saved part as a dict of arrays, in the order they were written."""
+    def parts(self, keys: tuple[str, ...] | None = None):
+        """Yield each saved part as a dict of arrays (only ``keys``, if given), in the order
+        they were written."""
         for path in self.part_paths:
             with np.load(path) as data:
-                yield {k: data[k] for k in data.files}
+                yield {k: data[k] for k in (data.files if keys is None else keys)}
 
-    def save(self, part: dict[str, np.ndarray]) -> None:
-        """Write one part atomically."""
+    def save(self, part: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None):
+        """Write one part atomically, and optionally the run's running state as of this part
+        (e.g. sums over all cells so far), which replaces the previous state.
+
+        The state is written before its part and the older state removed after it, so that
+        whenever the process stops, the state matching the last whole part is on disk.
+        """
         index = len(self.part_paths)
-        tmp = self.folder / f".part-{index:06d}.npz"
-        np.savez(tmp, **part)
-        tmp.rename(self.folder / f"part-{index:06d}.npz")
+        if state is None:
+            self._write(f"part-{index:06d}.npz", part)
+            return
+        current = f"state-{index:06d}.npz"
+        self._write(current, state)
+        self._write(f"part-{index:06d}.npz", part)
+        for old in self.folder.glob("state-*.npz"):
+            if old.name != current:
+                old.unlink()
+
+    def state(self) -> dict[str, np.ndarray] | None:
+        """The running state saved with the last part, or ``None``."""
+        paths = self.part_paths
+        if not paths:
+            return None
+        path = self.folder / paths[-1].name.replace("part-", "state-")
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+    def _write(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        tmp = self.folder / f".{name}"
+        np.savez(tmp, **arrays)
+        tmp.rename(self.folder / name)
 
     def remove(self) -> None:
         """Delete the folder (the run is finished or discarded)."""

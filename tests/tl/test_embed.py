@@ -206,6 +206,8 @@ def test_progress_saved_by_time_resumes_bitwise(tiny_v2, cells, tmp_path, monkey
     parts = sorted(progress_folder(cut, "X_geneformer").glob("part-*.npz"))
     done = sum(len(np.load(part)["rows"]) for part in parts)
     assert len(parts) == 3 and 0 < done < 100  # stopped inside the first chunk
+    states = list(progress_folder(cut, "X_geneformer").glob("state-*.npz"))
+    assert [p.name for p in states] == ["state-000002.npz"]  # gene sums kept once, not per part
     backed = ad.read_h5ad(cut, backed="r+")
     scgf.tl.embed(backed, **options)
     backed.file.close()

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+
+from .._anndata import as_csr, row_lengths
 
 IGNORE_INDEX = -100  # transformers' loss ignores this label
 
@@ -43,7 +44,7 @@ class TokenDataset(torch.utils.data.Dataset):
         if cell_labels is not None and token_labels is not None:
             raise ValueError("Pass cell_labels or token_labels, not both.")
         self.matrices = list(tokens) if isinstance(tokens, list | tuple) else [tokens]
-        lengths = [self._lengths(m) for m in self.matrices]
+        lengths = [row_lengths(m) for m in self.matrices]
         sizes = [len(x) for x in lengths]
         self.matrix_of = np.repeat(np.arange(len(sizes)), sizes)
         self.row_of = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, int)
@@ -79,15 +80,9 @@ class TokenDataset(torch.utils.data.Dataset):
             matrices.append(backed.obsm[key])
         return cls(matrices, **labels)
 
-    @staticmethod
-    def _lengths(matrix) -> np.ndarray:
-        indptr = matrix.indptr if sp.issparse(matrix) else matrix.group["indptr"][()]
-        return np.diff(np.asarray(indptr))
-
     def _row(self, i: int) -> np.ndarray:
         matrix = self.matrices[self.matrix_of[i]]
-        row = matrix[int(self.row_of[i]) : int(self.row_of[i]) + 1]
-        row = row.tocsr() if sp.issparse(row) else sp.csr_matrix(row)
+        row = as_csr(matrix[int(self.row_of[i]) : int(self.row_of[i]) + 1])
         return row.data[np.argsort(row.indices, kind="stable")].astype(np.int64)
 
     def _has_labelled_token(self) -> np.ndarray:
@@ -97,8 +92,7 @@ class TokenDataset(torch.utils.data.Dataset):
         for matrix in self.matrices:
             n = matrix.shape[0]
             for lo in range(0, n, 8192):
-                block = matrix[lo : min(lo + 8192, n)]
-                block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
+                block = as_csr(matrix[lo : min(lo + 8192, n)])
                 hit = labelled[np.minimum(block.data, len(labelled) - 1)] & (
                     block.data < len(labelled)
                 )

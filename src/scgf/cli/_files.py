@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .._resume import check_same, file_sha256
+from .._resume import as_text, check_same
 
 PARTIAL_SUFFIX = ".partial"
 SOURCE_ATTR = "scgf_source"  # root attribute of a partial file: the input it was copied from
@@ -67,7 +67,9 @@ class PartialOutput:
         """Prepare and return the file to work on."""
         if self.in_place:
             return self.partial
-        digest = file_sha256(self.source)
+        import pooch  # imported here: building the parser stays light
+
+        digest = pooch.file_hash(str(self.source), alg="sha256")
         if self.partial.exists() and self.resumable:
             check_same(
                 _source_of(self.partial),
@@ -105,7 +107,7 @@ def _mark_source(path: Path, digest: str | None) -> None:
         if digest is None:
             handle.attrs.pop(SOURCE_ATTR, None)
         else:
-            handle.attrs[SOURCE_ATTR] = f'{{"input": "{digest}"}}'
+            handle.attrs[SOURCE_ATTR] = as_text({"input": digest})
 
 
 def _source_of(path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import scipy.sparse as sp
 
 from ..get import check_token_vocabulary, token_params
 from ..pp import tokenize
@@ -30,11 +29,6 @@ def ensure_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> None:
         tokenize(adata, model=vocab, key_added=tokens_key)
     else:
         check_token_vocabulary(adata, vocab, tokens_key)
-
-
-def as_csr(block) -> sp.csr_matrix:
-    """A block of the token matrix (CSR, backed rows or dense) as an in-memory CSR."""
-    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
 
 
 def var_tokens(adata: ad.AnnData, vocab, tokens_key: str) -> np.ndarray:

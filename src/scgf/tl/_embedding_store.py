@@ -30,10 +30,11 @@ class EmbeddingStore:
 
     On an AnnData backed by a writable file (single process), progress is saved beside the
     file (:func:`progress_folder`, a :class:`scgf._resume.ProgressFolder`): each save writes
-    one part atomically with the embeddings of the cells done since the last one and the
-    running gene sums, so that a run killed at any moment resumes from its last save. The
-    folder records the run's fingerprint (cells, tokens, model, parameters); a later call
-    with another fingerprint is refused, naming what differs (``restart=True`` discards it).
+    one part atomically with the embeddings of the cells done since the last one (the running
+    gene sums are saved beside it, replacing the previous ones), so that a run killed at any
+    moment resumes from its last save. The folder records the run's fingerprint (cells,
+    tokens, model, parameters); a later call with another fingerprint is refused, naming what
+    differs (``restart=True`` discards it).
     The results go into the file's ``obsm``/``varm``/``uns`` only when the run completes.
     """
 
@@ -51,10 +52,11 @@ class EmbeddingStore:
             # without tokens are added as NaN rows.
             self.values = np.zeros((adata.n_obs, hidden), dtype=np.float32)
             return
-        for part in progress.parts():
+        for part in progress.parts(keys=("rows",)):
             self.done[part["rows"]] = True
-            if "gene_sums" in part:
-                self.gene_sums, self.gene_counts = part["gene_sums"], part["gene_counts"]
+        state = progress.state()
+        if state is not None:
+            self.gene_sums, self.gene_counts = state["gene_sums"], state["gene_counts"]
 
     @property
     def persistent(self) -> bool:
@@ -111,11 +113,15 @@ class EmbeddingStore:
             self.gene_sums, self.gene_counts = gene_state
         if self.progress is None or not self.pending_rows:
             return
-        part = {"rows": np.concatenate(self.pending_rows)}
-        part["values"] = np.concatenate(self.pending_values)
+        part = {
+            "rows": np.concatenate(self.pending_rows),
+            "values": np.concatenate(self.pending_values),
+        }
+        # The gene sums (vocabulary × hidden) are kept once, not once per part.
+        state = None
         if gene_state is not None:
-            part["gene_sums"], part["gene_counts"] = gene_state
-        self.progress.save(part)
+            state = {"gene_sums": gene_state[0], "gene_counts": gene_state[1]}
+        self.progress.save(part, state)
         self.pending_rows.clear()
         self.pending_values.clear()
 

@@ -13,10 +13,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ... import _keys, _logging
-from ..._anndata import rna_modality
+from ..._anndata import as_csr, rna_modality
 from ..._settings import settings
 from ...models import DEFAULT_MODEL
-from .._common import as_csr, check_pooling, ensure_tokens
+from .._common import check_pooling, ensure_tokens
 from ._checkpoint import Checkpoint, checkpoint_blocks
 from ._plan import ALL, canonical_states, check_states, make_plan, select_cells
 from ._tokens import PERTURB_TYPES
