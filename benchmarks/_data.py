@@ -1,9 +1,11 @@
-"""Benchmark inputs: many cells resampled from real counts by binomial thinning."""
+"""Benchmark inputs: many cells resampled from real counts by binomial thinning; a training
+epoch timer."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -118,3 +120,22 @@ def write_large_backed(path: Path, n_cells: int, block: int = 100_000) -> None:
             obs_parts.append(part.obs)
         del handle["obs"]
         ad.io.write_elem(handle, "obs", pd.concat(obs_parts))
+
+
+def training_timer():
+    """A Trainer callback summing the time spent in training epochs (not evaluation)."""
+    from transformers import TrainerCallback
+
+    class EpochTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.started = 0.0, None
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.started is not None:
+                self.seconds += time.perf_counter() - self.started
+                self.started = None
+
+    return EpochTimer()

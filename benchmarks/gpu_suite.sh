@@ -9,7 +9,7 @@
 #   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
 #       anndata scanpy mudata pooch legacy-api-wrap session-info2 array-api-compat natsort \
-#       umap-learn pynndescent zarr numcodecs donfig crc32c bitsandbytes
+#       umap-learn pynndescent zarr numcodecs donfig crc32c bitsandbytes peft scikit-learn
 # (then delete the wheels of packages the GPU machine already has).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +25,11 @@ export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}"
 [ -d ../shared ] || [ ! -d shared ] || export SCGF_SHARED_DIR="$PWD/shared"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-timeout 240 python3 -m pytest -q --gpu -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt"
+timeout 200 python3 -m pytest -q --gpu -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt"
 timeout 120 python3 -m benchmarks.embed_speed --shapes Geneformer-V2-104M --device cuda \
     --cells-v2 2000 2>&1 | tail -40 | tee "$OUT/embed_speed.txt"
 timeout 90 python3 -m benchmarks.perturb_speed --shape Geneformer-V2-104M --device cuda \
     --cells 4 --batches 100 2>&1 | tail -40 | tee "$OUT/perturb_speed.txt"
+timeout 150 python3 -m benchmarks.finetune_speed --shape Geneformer-V2-104M --device cuda \
+    --cells 600 --epochs 1 --arms scgf reference scgf-bf16 scgf-qlora 2>&1 | tail -60 \
+    | tee "$OUT/finetune_speed.txt"

@@ -75,8 +75,8 @@ NOTE = f"""\
 documentation is built without internet access, so the real checkpoint cannot be downloaded
 there. The next cell replaces `MODEL` with `{STAND_IN}`: a randomly initialised two-layer,
 16-wide `BertForMaskedLM` with Geneformer V2's vocabulary size and context, carrying the real
-V2 gene dictionaries. Tokenization is real; the embeddings, UMAP, similar genes and perturbation
-scores below carry no biology. The notebook in the repository (`tutorials/`) has no such cell:
+V2 gene dictionaries. Tokenization and the data are real; every model output below
+(embeddings, perturbation scores, classifiers, attention) carries no biology. The notebook in the repository (`tutorials/`) has no such cell:
 run it for the real model's results.
 ```"""
 

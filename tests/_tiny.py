@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,3 +41,15 @@ def make_tiny_checkpoint(directory: Path, version: str = "V2", seed: int = 0) ->
     model = BertForMaskedLM(tiny_config(version))
     model.save_pretrained(directory)
     return Path(directory)
+
+
+@contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the previous count. Tiny models run far
+    faster on one thread than on contended cores (more threads spin on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

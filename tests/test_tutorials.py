@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests._tiny import make_tiny_checkpoint
-from tests.conftest import DICTS, needs_dicts
+from tests.conftest import DATA, DICTS, needs_dicts
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
@@ -22,7 +22,14 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [("01_embeddings", ""), ("02_in_silico_perturbation", "MAX_CELLS = 2")],
+    [
+        ("01_embeddings", ""),
+        ("02_in_silico_perturbation", "MAX_CELLS = 2"),
+        ("03_finetuning", f"DATA = {str(DATA / 'pbmc_sorted_zheng2017_3100.h5ad')!r}"),
+        ("04_pretraining", ""),
+        ("05_evaluate_and_attention", ""),
+        ("06_gene_classification", "MAX_FOLDS = 2"),
+    ],
 )
 def test_tutorial_runs(tmp_path, name, extra):
     model = make_tiny_checkpoint(tmp_path / "model", "V2")

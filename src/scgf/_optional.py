@@ -9,6 +9,11 @@ from types import ModuleType
 EXTRAS: dict[str, tuple[str, str]] = {
     "bitsandbytes": ("quant", "8-bit and 4-bit weights (quantize=)"),
     "accelerate": ("train", "Training with transformers.Trainer"),
+    "scib_metrics": ("eval", "Scoring embeddings (scgf.tl.evaluate)"),
+    "peft": ("train", "LoRA fine-tuning and adapter folders"),
+    "optuna": ("train", "Hyperparameter search (n_trials=)"),
+    "crick": ("vocab", "Gene medians by t-digest (method='tdigest')"),
+    "datasets": ("pretrain", "Pretraining on files without tokens or on Hugging Face datasets"),
 }
 
 

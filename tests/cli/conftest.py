@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
 import anndata as ad
 import pytest
 
 from tests._tiny import make_tiny_checkpoint
 from tests.conftest import DATA, DICTS
+
+# Two CPU processes (gloo) running the scgf command line.
+TORCHRUN_2 = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+    "-m",
+    "scgf.cli",
+]
 
 
 @pytest.fixture(scope="module")

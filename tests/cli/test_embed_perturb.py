@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 import scgf
 from scgf.cli import main
+from tests._tiny import torch_threads
+from tests.cli.conftest import TORCHRUN_2
 from tests.conftest import needs_data, needs_dicts
 
 pytestmark = [needs_dicts, needs_data]
-
-
-# Two CPU processes (gloo) running the scgf command line.
-TORCHRUN_2 = [
-    sys.executable,
-    "-m",
-    "torch.distributed.run",
-    "--standalone",
-    "--nproc_per_node",
-    "2",
-    "-m",
-    "scgf.cli",
-]
 
 
 # Perturb monocytes toward dendritic cells.
@@ -153,12 +140,8 @@ def test_perturb_under_torchrun_equals_one_process(model_dir, source, tmp_path):
     single = tmp_path / "single.h5ad"
     # One thread, like each torchrun process: another thread count rounds matmuls differently,
     # and 1e-7 differences can swap close scores' ranks, which moves rank-sum p-values.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert main([a if a != "OUT" else str(single) for a in args]) == 0
-    finally:
-        torch.set_num_threads(threads)
     merged = tmp_path / "merged.h5ad"
     command = [
         *TORCHRUN_2,

@@ -228,3 +228,21 @@ def test_progress_of_another_run_is_refused(tiny_v2, cells, tmp_path, monkeypatc
     scgf.tl.embed(backed, model=tiny_v2, chunk_size=40, emb_layer=0, restart=True)
     backed.file.close()
     assert ad.read_h5ad(path).uns["X_geneformer"]["params"]["emb_layer"] == 0
+
+
+def test_rows_are_signed_for_evaluate(tiny_v2, cells):
+    # tl.evaluate refuses an embedding whose rows no longer belong to the cells; embed
+    # records what it needs to tell.
+    from scgf.tl._evaluate._provenance import check_signature
+
+    adata = cells.copy()
+    scgf.tl.embed(adata, model=tiny_v2)
+    signature = adata.uns["X_geneformer"]["rows"]
+    values = adata.obsm["X_geneformer"]
+    assert check_signature(signature, adata.obs_names, values)[0] == "verified"
+    subset = adata[::-3]  # a reordered subset keeps its own rows
+    assert check_signature(signature, subset.obs_names, subset.obsm["X_geneformer"])[0] == (
+        "verified"
+    )
+    shuffled = values[np.random.default_rng(0).permutation(adata.n_obs)]
+    assert check_signature(signature, adata.obs_names, shuffled)[0] == "mismatch"

@@ -98,6 +98,10 @@ def quantization_config(quantize: str | None, device: torch.device):
 
 
 def _head_class(record: ModelRecord):
+    if record.task == "multitask_cell_classification":
+        from .._train._multitask import MultiTaskClassifier
+
+        return MultiTaskClassifier
     if record.task not in HEAD_CLASSES:
         raise ValueError(
             f"{record.name} is a {record.task or 'model of unknown task'} checkpoint without a "
@@ -121,7 +125,9 @@ def load_model(
     ----------
     model
         Anything :func:`scgf.models.resolve` accepts: a registry name, a local checkpoint
-        folder, or a loaded transformers model.
+        folder (pretrained, fine-tuned or multi-task), a LoRA adapter folder (its base model
+        is loaded, the adapter applied and merged into it: exact full-precision weights), or
+        a loaded transformers model.
     device
         Where to run.
     quantize
@@ -142,6 +148,10 @@ def load_model(
             raise ValueError("quantize= applies when scgf loads the model; pass a name or folder.")
         module = record.model if head else encoder_of(record.model)
         return LoadedModel(module.to(device).eval(), record, device)
+    if record.adapter is not None:
+        from ._adapters import load_adapter
+
+        return load_adapter(record, device=device, quantize=quantize, head=head)
 
     model_class = _head_class(record) if head else BertModel
     quantization = quantization_config(quantize, device)

@@ -71,7 +71,9 @@ class LayerOutput(Readout):
 
 class Logits(Readout):
     """The classifier's logits: (batch, classes) for a cell classifier, (batch, positions,
-    classes) for a gene (token) classifier. Needs the model loaded with its head."""
+    classes) for a gene (token) classifier, and for a multi-task classifier a dict
+    {task: (batch, classes)} in the model's task order. Needs the model loaded with its
+    head."""
 
     def __init__(self, loaded: LoadedModel):
         if loaded.model is loaded.encoder:
@@ -79,9 +81,13 @@ class Logits(Readout):
                 f"{loaded.name} was loaded without a head; load it with head=True to read logits."
             )
         self.model = loaded.model
+        self.tasks = getattr(loaded.model.config, "scgf_tasks", None)
 
     def __call__(self, input_ids, mask, padded):
-        return self.model(input_ids=input_ids, attention_mask=mask.long()).logits.float()
+        logits = self.model(input_ids=input_ids, attention_mask=mask.long()).logits
+        if self.tasks:
+            return {task: x.float() for task, x in zip(self.tasks, logits, strict=True)}
+        return logits.float()
 
 
 class AttentionSummary(Readout):
@@ -122,3 +128,61 @@ class AttentionSummary(Readout):
             return weights[:, :, 0]
         real = mask[:, None, :, None].float()
         return (weights * real).sum(2) / real.sum(2)
+
+
+# --- Attention maps for scgf.tl.attention (per-head summaries and gene-pair weights) -------
+
+
+class AttentionMaps(Readout):
+    """Attention in the layer whose output is ``emb_layer``: :class:`AttentionSummary`'s
+    per-key summary for every head and, with ``pairs=True``, the full (positions × positions)
+    weights averaged over the heads ``heads``.
+
+    Result: a tuple ``(summary, pairs)``: ``summary`` (batch, heads, positions) as
+    :class:`AttentionSummary` gives it; ``pairs`` (batch, queries, keys) float32, row ``i``
+    the attention of position ``i`` over the real positions (padding keys get 0), or ``None``
+    without ``pairs``. The full weights are computed one head at a time, so at most three
+    (batch × positions × positions) maps are alive, and only for the layer read: the layers
+    below run without attentions and the layers above do not run.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        emb_layer: int = -1,
+        *,
+        query: str = "cls",
+        heads: list[int] | None = None,
+        pairs: bool = True,
+    ):
+        self.summary = AttentionSummary(loaded, emb_layer, query=query)
+        n_heads = self.summary.layer.attention.self.num_attention_heads
+        self.heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+        self.pairs = pairs
+
+    def __call__(self, input_ids, mask, padded):
+        readout = self.summary
+        if not self.pairs:
+            return readout(input_ids, mask, padded), None
+        hidden = readout.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        attention = readout.layer.attention.self
+        batch, width, _ = hidden.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        q = attention.query(hidden).view(batch, width, heads, size)
+        k = attention.key(hidden).view(batch, width, heads, size)
+        padding = ~mask[:, None, :]
+        real = mask[:, :, None].float()
+        summary = torch.empty(batch, heads, width, dtype=torch.float32, device=hidden.device)
+        pairs = torch.zeros(batch, width, width, dtype=torch.float32, device=hidden.device)
+        for h in range(heads):
+            scores = (q[:, :, h] @ k[:, :, h].transpose(-1, -2)).float() / math.sqrt(size)
+            weights = F.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)
+            if readout.query == "cls":
+                summary[:, h] = weights[:, 0]
+            else:
+                summary[:, h] = (weights * real).sum(1) / real.sum(1)
+            if h in self.heads:
+                pairs += weights
+            del scores, weights
+        pairs /= len(self.heads)
+        return summary, pairs

@@ -7,7 +7,9 @@
 - :mod:`._trainer`: a ``Trainer`` that groups batches by the precomputed cell lengths;
 - :mod:`._arguments`: scgf's default ``TrainingArguments``;
 - :mod:`._callbacks`: progress lines through scgf's logging, and resuming from the last
-  checkpoint.
+  checkpoint;
+- :mod:`._multitask`: a shared encoder with one head per task;
+- :mod:`._lora`: LoRA/QLoRA through peft, and adapter folders.
 
 Training runs wherever ``Trainer`` runs (CPU, one GPU, ``torchrun``/``accelerate``, DeepSpeed,
 FSDP): nothing here is hand-written distributed code.
@@ -17,15 +19,23 @@ from ._arguments import training_arguments
 from ._callbacks import LogCallback, last_checkpoint
 from ._collators import ClassificationCollator, TokenClassificationCollator, masked_lm_collator
 from ._data import TokenDataset
+from ._lora import apply_lora, is_adapter_folder, quantized_backbone_kwargs, save_adapter
+from ._multitask import MultiTaskClassifier, MultiTaskOutput
 from ._trainer import LengthGroupedTrainer
 
 __all__ = [
     "ClassificationCollator",
     "LengthGroupedTrainer",
     "LogCallback",
+    "MultiTaskClassifier",
+    "MultiTaskOutput",
     "TokenClassificationCollator",
     "TokenDataset",
+    "apply_lora",
+    "is_adapter_folder",
     "last_checkpoint",
     "masked_lm_collator",
+    "quantized_backbone_kwargs",
+    "save_adapter",
     "training_arguments",
 ]

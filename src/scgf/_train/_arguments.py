@@ -14,7 +14,8 @@ def training_arguments(output_dir: str | Path, **overrides):
     Defaults that differ from transformers': batches grouped by cell length (most of a
     random batch of cells is padding otherwise), no external experiment trackers
     (``report_to="none"``), progress bars following ``scgf.settings.progress``, the dataset's
-    own columns kept, and a checkpoint per epoch (the last two kept) so that a run resumes.
+    own columns kept, a checkpoint per epoch (the last two kept) so that a run resumes, and
+    pinned memory only when there is a GPU to copy to.
 
     Parameters
     ----------
@@ -27,6 +28,7 @@ def training_arguments(output_dir: str | Path, **overrides):
     -------
     The ``TrainingArguments``.
     """
+    import torch
     from transformers import TrainingArguments
 
     import_optional("accelerate", feature="Training (transformers.Trainer)")
@@ -39,5 +41,7 @@ def training_arguments(output_dir: str | Path, **overrides):
         save_strategy="epoch",
         save_total_limit=2,
         logging_strategy="epoch",
+        # pinned host memory only helps copies to a GPU; on CPU torch warns at every loader
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     return TrainingArguments(**{**defaults, **overrides})

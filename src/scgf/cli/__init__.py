@@ -1,6 +1,8 @@
-"""The ``scgf`` command line: fetch checkpoints; tokenize, embed and perturb ``.h5ad`` files.
+"""The ``scgf`` command line: fetch checkpoints; tokenize, embed, perturb, fine-tune, predict,
+pretrain and evaluate with ``.h5ad`` files.
 
-One module per subcommand (``_fetch``, ``_tokenize``, ``_embed``, ``_perturb``), each with an
+One module per subcommand (``_fetch``, ``_tokenize``, ``_embed``, ``_perturb``, ``_finetune``,
+``_predict``, ``_genes``, ``_pretrain``, ``_build_vocab``, ``_evaluate``), each with an
 ``add_parser(sub)`` and a ``run(args)``; shared options live in ``_options``. Building the
 parser imports nothing heavy, so ``scgf --help`` is quick; each ``run`` imports what it needs.
 """
@@ -12,12 +14,25 @@ import sys
 
 from .. import _logging
 from .._settings import settings
-from . import _embed, _fetch, _perturb, _tokenize
+from . import (
+    _build_vocab,
+    _embed,
+    _evaluate,
+    _fetch,
+    _finetune,
+    _genes,
+    _perturb,
+    _predict,
+    _pretrain,
+    _tokenize,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scgf`` command."""
-    parser = argparse.ArgumentParser(prog="scgf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scgf", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     parser.add_argument(
         "--verbosity",
@@ -30,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     _tokenize.add_parser(sub)
     _embed.add_parser(sub)
     _perturb.add_parser(sub)
+    _finetune.add_parser(sub)
+    _predict.add_parser(sub)
+    _genes.add_parser(sub)
+    _pretrain.add_parser(sub)
+    _build_vocab.add_parser(sub)
+    _evaluate.add_parser(sub)
     return parser
 
 

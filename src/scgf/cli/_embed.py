@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from .. import _keys
-from ._files import PartialOutput, check_input, has_progress, partial_path
-from ._options import add_input_output, add_model_arguments
+from ._files import check_input, run_backed, write_resumable, write_whole
+from ._options import (
+    add_input_output,
+    add_model_arguments,
+    add_resume_arguments,
+    apply_checkpoint_interval,
+    model_options,
+)
 
 
 def add_parser(sub) -> None:
@@ -22,18 +27,7 @@ def add_parser(sub) -> None:
         emb, what="raw counts or tokens", output="output .h5ad (may equal input: in place)"
     )
     emb.add_argument("--genes", action="store_true", help="also gene embeddings (varm)")
-    emb.add_argument(
-        "--restart",
-        action="store_true",
-        help="discard the progress of an interrupted run instead of resuming it",
-    )
-    emb.add_argument(
-        "--checkpoint-interval",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="save progress at least this often (default 120)",
-    )
+    add_resume_arguments(emb)
     add_model_arguments(emb, key_added=_keys.EMBEDDING, dtype_help="default: bf16 on CUDA")
     emb.set_defaults(func=run)
 
@@ -41,48 +35,23 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     """Embed ``args.input`` into ``args.output``, resuming an interrupted run there."""
     from .._engine._distributed import world
-    from .._resume import ResumeMismatchError
-    from .._settings import settings
-    from ..tl._embedding_store import progress_folder
-    from ._options import model_options
+    from ..tl import embed
 
     source, target = check_input(args.input), Path(args.output)
-    if args.checkpoint_interval is not None:
-        settings.checkpoint_interval = args.checkpoint_interval
+    apply_checkpoint_interval(args)
     options = dict(genes=args.genes, restart=args.restart, **model_options(args))
     _, size = world()
     if size > 1:
         _run_distributed(source, target, options, args.key_added)
         return
-    if args.restart:
-        partial_path(target).unlink(missing_ok=True)
-        shutil.rmtree(progress_folder(partial_path(target), args.key_added), ignore_errors=True)
-    output = PartialOutput(source, target, resumable=True)
-    work = output.open()
-    if output.resuming:
-        print(f"resuming the interrupted run in {work}")
-    try:
-        _embed_file(work, options)
-    except BaseException as err:
-        keep = has_progress(progress_folder(work, args.key_added))
-        output.abandon(keep=keep)
-        if keep and not isinstance(err, ResumeMismatchError):
-            err.add_note(f"progress is saved in {work}: run the same command again to resume")
-        raise
-    output.commit()
+    write_resumable(
+        source,
+        target,
+        lambda work: run_backed(work, embed, **options),
+        key=args.key_added,
+        restart=args.restart,
+    )
     print(f"embeddings written to {target} (obsm[{args.key_added!r}])")
-
-
-def _embed_file(path: Path, options: dict) -> None:
-    import anndata as ad
-
-    from ..tl import embed
-
-    adata = ad.read_h5ad(path, backed="r+")
-    try:
-        embed(adata, **options)
-    finally:
-        adata.file.close()
 
 
 def _run_distributed(source: Path, target: Path, options: dict, key: str) -> None:
@@ -96,14 +65,7 @@ def _run_distributed(source: Path, target: Path, options: dict, key: str) -> Non
     embed(adata, **options)
     if world()[0] != 0:
         return
-    output = PartialOutput(source, target, resumable=False)
-    work = output.open()
-    try:
-        _write_results(adata, work, key)
-    except BaseException:
-        output.abandon(keep=False)
-        raise
-    output.commit()
+    write_whole(source, target, lambda work: _write_results(adata, work, key))
     print(f"embeddings written to {target} (obsm[{key!r}])")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .._resume import as_text, check_same
@@ -98,6 +99,57 @@ class PartialOutput:
         """The command failed: keep the partial file (progress to resume) or remove it."""
         if not self.in_place and not keep and self.partial.exists():
             self.partial.unlink()
+
+
+def write_whole(source: Path, target: Path, write: Callable[[Path], None]) -> None:
+    """``write(path)`` on a copy of ``source`` that becomes ``target`` when it succeeds; on
+    failure the copy is removed (the output is whole, or not written)."""
+    output = PartialOutput(source, target, resumable=False)
+    work = output.open()
+    try:
+        write(work)
+    except BaseException:
+        output.abandon(keep=False)
+        raise
+    output.commit()
+
+
+def write_resumable(
+    source: Path, target: Path, work: Callable[[Path], None], *, key: str, restart: bool
+) -> None:
+    """``work(path)`` on a copy of ``source`` that becomes ``target`` when it succeeds,
+    resuming the interrupted run of ``key`` saved there (discarded first with ``restart``).
+    A failed run keeps the copy when it saved progress, to resume."""
+    from .._resume import ResumeMismatchError
+    from ..tl._embedding_store import progress_folder
+
+    if restart:
+        partial_path(target).unlink(missing_ok=True)
+        shutil.rmtree(progress_folder(partial_path(target), key), ignore_errors=True)
+    output = PartialOutput(source, target, resumable=True)
+    path = output.open()
+    if output.resuming:
+        print(f"resuming the interrupted run in {path}")
+    try:
+        work(path)
+    except BaseException as err:
+        keep = has_progress(progress_folder(path, key))
+        output.abandon(keep=keep)
+        if keep and not isinstance(err, ResumeMismatchError):
+            err.add_note(f"progress is saved in {path}: run the same command again to resume")
+        raise
+    output.commit()
+
+
+def run_backed(path: Path, func: Callable, **options) -> None:
+    """``func(adata, **options)`` on the ``.h5ad`` at ``path`` opened backed for writing."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(path, backed="r+")
+    try:
+        func(adata, **options)
+    finally:
+        adata.file.close()
 
 
 def _mark_source(path: Path, digest: str | None) -> None:

@@ -26,6 +26,30 @@ def add_input_output(parser: argparse.ArgumentParser, *, what: str, output: str)
     parser.add_argument("output", help=output)
 
 
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--restart`` and ``--checkpoint-interval`` of the resumable commands."""
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the progress of an interrupted run instead of resuming it",
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="save progress at least this often (default 120)",
+    )
+
+
+def apply_checkpoint_interval(args: argparse.Namespace) -> None:
+    """Set ``scgf.settings.checkpoint_interval`` from ``--checkpoint-interval`` when given."""
+    from .._settings import settings
+
+    if args.checkpoint_interval is not None:
+        settings.checkpoint_interval = args.checkpoint_interval
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, key_added: str, dtype_help: str):
     """The model-running options ``embed`` and ``perturb`` share."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or local folder")

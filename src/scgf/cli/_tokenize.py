@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import _keys
 from ..models._resolve import DEFAULT_MODEL
-from ._files import PartialOutput, check_input
+from ._files import check_input, run_backed, write_whole
 from ._options import add_input_output, positive_int
 
 
@@ -30,29 +30,16 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Tokenize ``args.input`` into ``args.output`` (whole, or not written at all)."""
-    import anndata as ad
-
     from ..pp import tokenize
 
     source = check_input(args.input)
-    output = PartialOutput(source, Path(args.output), resumable=False)
-    work = output.open()
-    try:
-        adata = ad.read_h5ad(work, backed="r+")
-        try:
-            tokenize(
-                adata,
-                model=args.model,
-                layer=args.layer,
-                gene_key=args.gene_key,
-                n_counts_key=args.n_counts_key,
-                chunk_size=args.chunk_size,
-                key_added=args.key_added,
-            )
-        finally:
-            adata.file.close()
-    except BaseException:
-        output.abandon(keep=False)
-        raise
-    output.commit()
+    options = dict(
+        model=args.model,
+        layer=args.layer,
+        gene_key=args.gene_key,
+        n_counts_key=args.n_counts_key,
+        chunk_size=args.chunk_size,
+        key_added=args.key_added,
+    )
+    write_whole(source, Path(args.output), lambda work: run_backed(work, tokenize, **options))
     print(f"tokens written to {args.output} (obsm[{args.key_added!r}])")

@@ -30,6 +30,8 @@ ModelLike = str | os.PathLike | Vocabulary
 
 DEFAULT_MODEL = "Geneformer-V2-104M"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 # transformers architecture -> the task scgf calls it
 TASKS = {
@@ -38,6 +40,7 @@ TASKS = {
     "BertForSequenceClassification": "cell_classification",
     "BertForTokenClassification": "gene_classification",
     "BertModel": "encoder",
+    "MultiTaskClassifier": "multitask_cell_classification",
 }
 
 
@@ -50,12 +53,12 @@ class ModelRecord:
     name
         Registry name, folder path, or the loaded model's ``name_or_path``.
     kind
-        ``"registry"``, ``"folder"`` or ``"loaded"``.
+        ``"registry"``, ``"folder"``, ``"adapter"`` (a LoRA adapter folder) or ``"loaded"``.
     vocabulary
         The vocabulary the model reads.
     folder
         The local checkpoint folder (``None`` for a loaded model, or when the weights were not
-        asked for).
+        asked for); an adapter folder's own folder.
     revision
         Repository revision of a registry model.
     file_hashes
@@ -65,13 +68,17 @@ class ModelRecord:
         The model's ``config.json`` (``None`` before a registry model is fetched).
     task
         ``"masked_lm"`` (pretrained), ``"cell_classification"``, ``"gene_classification"``,
-        ``"encoder"`` (a bare ``BertModel``) or ``None`` when unknown.
+        ``"multitask_cell_classification"``, ``"encoder"`` (a bare ``BertModel``) or ``None``
+        when unknown. An adapter folder has the task of the model it fine-tuned.
     labels
-        Class names of a fine-tuned classifier, in logit order.
+        Class names of a fine-tuned classifier, in logit order (``None`` for a multi-task
+        model: see :attr:`tasks`).
     model
         The transformers model itself, when one was passed.
     entry
         The registry entry of a registry model.
+    base
+        An adapter folder's base model (its record).
     """
 
     name: str
@@ -85,6 +92,18 @@ class ModelRecord:
     labels: tuple[str, ...] | None = None
     model: Any = None
     entry: ModelEntry | None = None
+    base: ModelRecord | None = None
+
+    @property
+    def adapter(self) -> Path | None:
+        """The adapter folder (``adapter_config.json``) applied to :attr:`base`, if any."""
+        return self.folder if self.kind == "adapter" else None
+
+    @property
+    def tasks(self) -> dict[str, tuple[str, ...]] | None:
+        """{task: class names} of a multi-task classifier (``None`` for other models)."""
+        tasks = (self.config or {}).get("scgf_tasks")
+        return {str(t): tuple(map(str, c)) for t, c in tasks.items()} if tasks else None
 
     @property
     def weight_file(self) -> Path | None:
@@ -94,7 +113,7 @@ class ModelRecord:
     @property
     def sha256(self) -> str | None:
         """sha256 of the weights (``None`` for a loaded model)."""
-        for name in WEIGHT_FILES:
+        for name in WEIGHT_FILES + ADAPTER_WEIGHT_FILES:
             if name in self.file_hashes:
                 return self.file_hashes[name]
         return None
@@ -102,6 +121,9 @@ class ModelRecord:
     def describe(self) -> dict:
         """Parameters that identify the model in ``adata.uns``."""
         info = {"model": self.name, "revision": self.revision, "sha256": self.sha256}
+        if self.base is not None:
+            base = self.base.describe()
+            info.update({f"base_{key}": value for key, value in base.items()})
         return {k: v for k, v in info.items() if v is not None}
 
 
@@ -118,7 +140,10 @@ def resolve(
     model
         A registry name or alias (``"Geneformer-V2-104M"``, ``"gf-12L-95M-i4096"``), a local
         checkpoint folder (a transformers folder with ``config.json`` and weights, optionally
-        Geneformer dictionary pickles), or a loaded transformers model.
+        Geneformer dictionary pickles), a fine-tuned model folder, a LoRA adapter folder
+        (``adapter_config.json``; its base model is resolved from ``scgf.json``'s
+        ``base_model``, else the adapter config's ``base_model_name_or_path``), or a loaded
+        transformers model.
     weights
         Download (registry) and hash (folder) the weights. ``False`` resolves only what the
         vocabulary needs, e.g. for tokenizing.
@@ -137,6 +162,10 @@ def resolve(
     if entry is not None:
         return _resolve_registry(entry, weights, vocabulary)
     folder = Path(model)
+    if (folder / ADAPTER_CONFIG).is_file():
+        from ._adapters import resolve_adapter
+
+        return resolve_adapter(folder, weights, vocabulary)
     if folder.is_dir():
         return _resolve_folder(folder, weights, vocabulary)
     raise unknown_model(str(model))

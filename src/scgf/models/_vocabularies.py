@@ -6,6 +6,7 @@ from functools import cache
 from pathlib import Path
 
 from ..vocab import Vocabulary, find_dictionary_files
+from ..vocab._vocabulary import VOCABULARY_FILE
 from ._fetch import UnknownModelError, fetch_vocabulary
 from ._registry import published_vocabularies
 
@@ -70,8 +71,13 @@ def _published_name(files: dict[str, Path]) -> str | None:
 
 
 def vocabulary_of_folder(folder: Path, config: dict | None) -> Vocabulary:
-    """The vocabulary of a checkpoint folder: its own dictionary files (recognised as the
-    published ones by their sha256), else the published vocabulary its config's shape matches."""
+    """The vocabulary of a checkpoint folder: scgf's own ``scgf_vocabulary.json`` (a custom
+    vocabulary saved by :meth:`~scgf.vocab.Vocabulary.save`), else its dictionary pickles
+    (recognised as the published ones by their sha256, else read as a custom vocabulary whose
+    context is the config's ``max_position_embeddings``), else the published vocabulary its
+    config's shape matches."""
+    if (folder / VOCABULARY_FILE).is_file():
+        return _fits(Vocabulary.load(folder), config, folder)
     files = find_dictionary_files(folder)
     if files is None:
         if config is None:
@@ -82,7 +88,8 @@ def vocabulary_of_folder(folder: Path, config: dict | None) -> Vocabulary:
         return vocabulary_of_config(config, str(folder / "config.json"))
     published = _published_name(files)
     if published is None:
-        return Vocabulary.from_directory(folder)
+        context = (config or {}).get("max_position_embeddings")
+        return Vocabulary.from_directory(folder, context_size=context)
     spec = published_vocabularies()[published]  # the published files, read locally
     return Vocabulary.from_files(
         **files,
@@ -90,3 +97,16 @@ def vocabulary_of_folder(folder: Path, config: dict | None) -> Vocabulary:
         special_tokens=spec.special_tokens,
         name=published,
     )
+
+
+def _fits(vocab: Vocabulary, config: dict | None, folder: Path) -> Vocabulary:
+    """``vocab``, refused when the folder's model cannot read its token ids."""
+    size = (config or {}).get("vocab_size")
+    largest = max(vocab.token_ids.values())
+    if size is not None and largest >= int(size):
+        raise UnknownModelError(
+            f"{folder} holds the {vocab.name} vocabulary (token ids up to {largest}) but its "
+            f"config.json has vocab_size={size}: the dictionaries do not belong to this model. "
+            "Put the vocabulary the model was trained with in the folder."
+        )
+    return vocab

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 
 from .. import _keys
 from ..get import perturb_df
+from ._utils import axes, finish
 
 
 def perturbation(
@@ -47,9 +46,6 @@ def perturbation(
     -------
     The figure with ``return_fig=True``, the axes with ``show=False``, else ``None``.
     """
-    import matplotlib.pyplot as plt
-    import scanpy as sc
-
     table = perturb_df(adata, key=key)
     state = table["state"].iloc[0] if state is None else str(state)
     rows = table[table["state"] == state]
@@ -59,10 +55,7 @@ def perturbation(
     with_states = state != "original"
     values = rows["mean_shift"] if with_states else 1 - rows["mean_shift"]
     top = rows.assign(value=values.to_numpy()).nlargest(n_top, "value").iloc[::-1]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 0.3 * len(top) + 1.2))
-    else:
-        fig = ax.figure
+    fig, ax = axes(ax, (5, 0.3 * len(top) + 1.2))
     positions = np.arange(len(top))
     colors = np.where(top["fdr"].fillna(1) < 0.05, "#c0392b", "#7f8c8d")
     ax.barh(positions, top["value"], color=colors)
@@ -82,14 +75,4 @@ def perturbation(
         )
     ax.margins(x=0.35)
     ax.spines[["top", "right"]].set_visible(False)
-    if save:
-        name = "perturbation.pdf" if save is True else f"perturbation{save}"
-        Path(sc.settings.figdir).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(sc.settings.figdir) / name, bbox_inches="tight")
-    if return_fig:
-        return fig
-    show = sc.settings.autoshow if show is None else show
-    if show:
-        plt.show()
-        return None
-    return ax
+    return finish(fig, ax, "perturbation", show, save, return_fig)

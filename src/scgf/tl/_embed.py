@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import _keys, _logging
-from .._anndata import as_csr, rna_modality
+from .._anndata import rna_modality
 from .._settings import settings
 from ..models import DEFAULT_MODEL
-from ._common import check_pooling, ensure_tokens, var_tokens
+from ._common import check_pooling, ensure_tokens, run_chunks, var_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +26,7 @@ def embed(
     pooling: Pooling | None = None,
     emb_layer: int = -1,
     genes: bool = False,
+    groupby: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     quantize: Literal["8bit", "4bit"] | None = None,
@@ -61,6 +60,15 @@ def embed(
     genes
         Also store each gene's contextual embedding averaged over the cells that express it
         in ``adata.varm[key_added]`` (NaN for genes without tokens).
+    groupby
+        An ``obs`` column (cell type, condition, …): also store each gene's contextual
+        embedding averaged over the cells *of each group* that express it, in
+        ``adata.varm[f"{key_added}_{group}"]`` (one genes × hidden entry per group, NaN for
+        genes no cell of the group expresses; ``/`` in a group name becomes ``_``), the same
+        as ``genes=True`` on that group's cells alone. Implies ``genes=True``. Cells whose
+        value is missing count for ``varm[key_added]`` only. ``uns[key_added]["groups"]``
+        lists each group, its ``varm`` key and its number of cells. Memory: one vocabulary ×
+        hidden float64 block of sums per group on the device.
     device
         ``"cuda"``, ``"mps"``, ``"cpu"``; by default the first available in that order.
     dtype
@@ -100,11 +108,13 @@ def embed(
     from .._engine import LayerOutput, Runner, load_model, resolve_device, resolve_dtype
     from .._engine._distributed import shard, sum_across, world
     from .._resume import cells_fingerprint, tokens_fingerprint
-    from ._embedding_store import EmbeddingStore
+    from ._embedding_store import EmbeddingStore, cell_groups
     from ._pooling import accumulate_genes, pool
 
     data = adata.copy() if copy else adata
     target = rna_modality(data)
+    groups = None if groupby is None else cell_groups(target, groupby, key_added)
+    genes = genes or groups is not None
     rank, size = world()
     torch_device = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, torch_device)
@@ -130,6 +140,8 @@ def embed(
         "vocabulary": vocab.name,
         "tokens_key": tokens_key,
     }
+    if groups is not None:  # (only then, so that runs without groups keep their fingerprint)
+        params["groupby"] = groupby
     tokens = target.obsm[tokens_key]
 
     def fingerprint() -> dict:  # only computed where progress can be saved
@@ -137,6 +149,7 @@ def embed(
             "cells": cells_fingerprint(target.obs_names),
             "tokens": tokens_fingerprint(tokens),
             "genes": genes,
+            **({} if groups is None else {"groups": groups.fingerprint()}),
             **params,
         }
 
@@ -151,11 +164,14 @@ def embed(
         restart=restart,
     )
     sums = counts = None
+    n_tokens = len(vocab.id_of_token)
     if genes:
+        # One block of vocabulary rows for all cells, then one per group (groupby=).
+        blocks = 1 + (0 if groups is None else len(groups.names))
         sums = torch.zeros(
-            len(vocab.id_of_token), loaded.hidden_size, dtype=torch.float64, device=torch_device
+            blocks * n_tokens, loaded.hidden_size, dtype=torch.float64, device=torch_device
         )
-        counts = torch.zeros(len(vocab.id_of_token), dtype=torch.float64, device=torch_device)
+        counts = torch.zeros(blocks * n_tokens, dtype=torch.float64, device=torch_device)
         if store.gene_sums is not None:
             sums += torch.from_numpy(store.gene_sums).to(torch_device)
             counts += torch.from_numpy(store.gene_counts).to(torch_device)
@@ -164,7 +180,23 @@ def embed(
         store.add(rows, pool(batch.output, batch.lengths, pooling, vocab.special_tokens).cpu())
         if sums is not None:
             accumulate_genes(
-                batch.output, batch.input_ids, batch.lengths, vocab.special_tokens, sums, counts
+                batch.output,
+                batch.input_ids,
+                batch.lengths,
+                vocab.special_tokens,
+                sums[:n_tokens],
+                counts[:n_tokens],
+            )
+        if groups is not None:
+            codes = torch.from_numpy(groups.codes[rows])
+            accumulate_genes(
+                batch.output,
+                batch.input_ids,
+                batch.lengths,
+                vocab.special_tokens,
+                sums[n_tokens:],
+                counts[n_tokens:],
+                offsets=torch.where(codes >= 0, codes * n_tokens, -1),
             )
 
     def gene_state():
@@ -173,64 +205,36 @@ def embed(
             return None
         return sums.cpu().numpy(), counts.cpu().numpy()
 
-    _embed_chunks(
+    run_chunks(
         runner,
         tokens,
         store,
         shard(target.n_obs, rank, size),
         chunk_size,
-        on_batch,
-        gene_state,
+        on_batch=on_batch,
+        save=lambda: store.save(gene_state()),
+        desc="embed",
         show=settings.progress and rank == 0,
     )
 
     gene_embeddings = None
+    group_embeddings = uns_extra = None
     if genes:
         total = sum_across(sums.cpu().numpy())
         n = sum_across(counts.cpu().numpy())
         with np.errstate(invalid="ignore", divide="ignore"):
             per_token = (total / n[:, None]).astype(np.float32)
-        gene_embeddings = per_token[var_tokens(target, vocab, tokens_key)]
-    store.finish(gene_embeddings)
+        rows_of_var = var_tokens(target, vocab, tokens_key)
+        gene_embeddings = per_token[rows_of_var]
+        if groups is not None:
+            group_embeddings = {
+                varm_key: per_token[(1 + g) * n_tokens + rows_of_var]
+                for g, varm_key in enumerate(groups.varm_keys)
+            }
+            uns_extra = {"groups": groups.table()}
+    store.finish(gene_embeddings, group_embeddings, uns_extra)
     written = f"obsm[{key_added!r}]" + (f", varm[{key_added!r}]" if genes else "")
+    if groups is not None:
+        written += f" and {len(groups.names)} varm['{key_added}_<group>']"
     _logging.info(f"    finished: added {written}, uns[{key_added!r}]", time=start_time)
     return data if copy else None
-
-
-def _embed_chunks(runner, tokens, store, bounds, chunk_size, on_batch, gene_state, show) -> None:
-    """Run the cells ``bounds = (start, stop)`` chunk by chunk, skipping cells the store has.
-
-    Batches are planned over whole chunks, so an interrupted and resumed run forms the same
-    batches as an uninterrupted one (results are bitwise identical); progress is saved at
-    batch boundaries every ``scgf.settings.checkpoint_interval`` seconds and at every chunk's
-    end.
-    """
-    start, stop = bounds
-    last_save = time.monotonic()
-    with tqdm(
-        total=stop - start,
-        initial=int(store.done[start:stop].sum()),
-        unit="cells",
-        desc="embed",
-        disable=not show,
-    ) as bar:
-        for lo in range(start, stop, chunk_size):
-            hi = min(lo + chunk_size, stop)
-            done = store.done[lo:hi]
-            if done.all():
-                continue
-            chunk = as_csr(tokens[lo:hi])
-            for batch in runner.run(chunk, skip=done, progress=bar):
-                on_batch(lo + batch.rows, batch)
-                if (
-                    store.persistent
-                    and time.monotonic() - last_save >= settings.checkpoint_interval
-                ):
-                    store.save(gene_state())
-                    last_save = time.monotonic()
-            empty = np.flatnonzero((np.diff(chunk.indptr) == 0) & ~done)
-            if len(empty):  # cells without tokens: NaN rows
-                store.add(lo + empty, np.full((len(empty), store.values_width), np.nan, np.float32))
-                bar.update(len(empty))
-            store.save(gene_state())
-            last_save = time.monotonic()

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from .._anndata import writable_file
 from .._engine._distributed import sum_across
 from .._resume import ProgressFolder
+from ._evaluate._provenance import row_signature
 
 _ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
+# More groups than this is most likely a numeric column passed as groupby=.
+MAX_GROUPS = 500
 
 
 def _clean(params: dict) -> dict:
@@ -125,13 +130,26 @@ class EmbeddingStore:
         self.pending_rows.clear()
         self.pending_values.clear()
 
-    def finish(self, gene_embeddings: np.ndarray | None) -> None:
-        """Put the results under ``obsm``/``varm``/``uns`` (and into the file when backed)."""
-        uns = {"params": self.params}
+    def finish(
+        self,
+        gene_embeddings: np.ndarray | None,
+        group_embeddings: dict[str, np.ndarray] | None = None,
+        uns_extra: dict | None = None,
+    ) -> None:
+        """Put the results under ``obsm``/``varm``/``uns`` (and into the file when backed).
+
+        ``group_embeddings`` are further ``varm`` entries (per-group gene embeddings, by their
+        ``varm`` key) and ``uns_extra`` further entries of ``uns[key]``.
+        """
+        uns = {"params": self.params, **(uns_extra or {})}
+        varm = {} if gene_embeddings is None else {self.key: gene_embeddings}
+        varm.update(group_embeddings or {})
         if self.progress is None:
             self.adata.obsm[self.key] = sum_across(self.values)  # merges torchrun shards
-            if gene_embeddings is not None:
-                self.adata.varm[self.key] = gene_embeddings
+            # tl.evaluate checks that the rows still belong to these cells
+            uns["rows"] = row_signature(self.adata.obs_names, self.adata.obsm[self.key])
+            for name, value in varm.items():
+                self.adata.varm[name] = value
             self.adata.uns[self.key] = uns
             return
         handle = self.adata.file._file
@@ -148,16 +166,69 @@ class EmbeddingStore:
             order = np.argsort(part["rows"])  # h5py writes rows in increasing order
             dataset[part["rows"][order]] = part["values"][order]
         dataset.attrs.update(_ARRAY_ATTRS)
-        for group_name, value in (("uns", uns), ("varm", gene_embeddings)):
-            if value is None:
-                continue
+        uns["rows"] = row_signature(self.adata.obs_names, dataset)
+        for group_name, name, value in [
+            ("uns", self.key, uns),
+            *(("varm", name, value) for name, value in varm.items()),
+        ]:
             group = handle.require_group(group_name)
-            if self.key in group:
-                del group[self.key]
-            ad.io.write_elem(group, self.key, value)
+            if name in group:
+                del group[name]
+            ad.io.write_elem(group, name, value)
         handle.flush()
         self.progress.remove()  # only once the results are in the file
         self.adata.obsm[self.key] = dataset
         self.adata.uns[self.key] = uns
-        if gene_embeddings is not None:
-            self.adata.varm[self.key] = gene_embeddings
+        for name, value in varm.items():
+            self.adata.varm[name] = value
+
+
+@dataclass
+class CellGroups:
+    """The groups of ``embed(groupby=)``: each cell's group code (``-1``: none), the group
+    names, and the ``varm`` key of each group's gene embeddings."""
+
+    key: str
+    names: list[str]
+    codes: np.ndarray
+    varm_keys: list[str]
+
+    def fingerprint(self) -> str:
+        from .._resume import _digest
+
+        labels = np.array("\n".join(self.names).encode())
+        return f"{self.key}:{_digest(self.codes.astype(np.int64), labels)}"
+
+    def table(self) -> pd.DataFrame:
+        """One row per group: its name, ``varm`` key and number of cells."""
+        n_cells = np.bincount(self.codes[self.codes >= 0], minlength=len(self.names))
+        return pd.DataFrame(
+            {"group": self.names, "varm_key": self.varm_keys, "n_cells": n_cells.astype(np.int64)}
+        )
+
+
+def cell_groups(adata: ad.AnnData, groupby: str, key: str) -> CellGroups:
+    """The groups of ``adata.obs[groupby]`` (observed values, in category order)."""
+    if groupby not in adata.obs.columns:
+        columns = list(adata.obs.columns)
+        raise KeyError(
+            f"groupby={groupby!r} is not an obs column; the columns are {columns[:20]}"
+            f"{' …' if len(columns) > 20 else ''}."
+        )
+    values = pd.Categorical(adata.obs[groupby]).remove_unused_categories()
+    names = [str(c) for c in values.categories]
+    if not names:
+        raise ValueError(f"obs[{groupby!r}] has no values (all missing): no group to embed.")
+    if len(names) > MAX_GROUPS:
+        raise ValueError(
+            f"groupby={groupby!r} has {len(names)} distinct values; per-group gene embeddings "
+            f"are meant for a categorical column such as a cell type or condition (at most "
+            f"{MAX_GROUPS} groups, each holding vocabulary × hidden sums)."
+        )
+    varm_keys = [f"{key}_{name.replace('/', '_')}" for name in names]
+    if len(set(varm_keys)) < len(varm_keys):
+        raise ValueError(
+            f"obs[{groupby!r}] has group names that differ only by '/' and '_', which "
+            "would share a varm key; rename them first."
+        )
+    return CellGroups(groupby, names, np.asarray(values.codes, dtype=np.int64), varm_keys)

@@ -41,13 +41,22 @@ def accumulate_genes(
     special_tokens: bool,
     sums: torch.Tensor,
     counts: torch.Tensor,
+    offsets: torch.Tensor | None = None,
 ) -> None:
     """Add each gene position's embedding to ``sums[token]`` and count it in ``counts[token]``.
 
     Dividing ``sums`` by ``counts`` afterwards gives each gene's contextual embedding
-    averaged over the cells that express it (Geneformer's gene ``mean_pool``).
+    averaged over the cells that express it (Geneformer's gene ``mean_pool``). With
+    ``offsets`` (one per cell), a cell's genes go to ``sums[offset + token]`` instead, and
+    cells with a negative offset are left out: e.g. ``group * vocabulary size`` keeps one
+    block of sums per group of cells.
     """
     mask = gene_positions(lengths.to(hidden.device), hidden.shape[1], special_tokens)
-    tokens = input_ids.to(hidden.device)[mask]
+    ids = input_ids.to(hidden.device)
+    if offsets is not None:
+        offsets = offsets.to(hidden.device)
+        mask &= offsets[:, None] >= 0
+        ids = ids + offsets[:, None]
+    tokens = ids[mask]
     sums.index_add_(0, tokens, hidden[mask].to(sums.dtype))
     counts.index_add_(0, tokens, torch.ones_like(tokens, dtype=counts.dtype))

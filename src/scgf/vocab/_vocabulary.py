@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -55,6 +58,9 @@ class Vocabulary:
         Number of tokens a model reads, special tokens included (2048 for V1, 4096 for V2).
     special_tokens
         Whether cells are written as ``<cls>`` genes… ``<eos>`` (V2) or as bare genes (V1).
+    gene_names
+        Gene symbol (original case) → Ensembl ID, Geneformer's ``gene_name_id_dict``; kept to
+        be saved with the vocabulary (lookups go through :attr:`gene_mapping`).
     """
 
     name: str
@@ -63,6 +69,7 @@ class Vocabulary:
     gene_mapping: dict[str, str] = field(repr=False)
     context_size: int
     special_tokens: bool
+    gene_names: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.special_tokens and not {"<cls>", "<eos>"} <= self.token_ids.keys():
@@ -122,10 +129,9 @@ class Vocabulary:
             special_tokens = has_specials
         if context_size is None:
             context_size = 4096 if special_tokens else 2048
+        names = _load_pickle(gene_names) if gene_names else {}
         mapping = _build_mapping(
-            token_ids,
-            _load_pickle(gene_mapping) if gene_mapping else {},
-            _load_pickle(gene_names) if gene_names else {},
+            token_ids, _load_pickle(gene_mapping) if gene_mapping else {}, names
         )
         return cls(
             name=name,
@@ -134,6 +140,9 @@ class Vocabulary:
             gene_mapping=mapping,
             context_size=int(context_size),
             special_tokens=bool(special_tokens),
+            gene_names={
+                k: v for k, v in names.items() if isinstance(k, str) and isinstance(v, str)
+            },
         )
 
     @classmethod
@@ -258,6 +267,173 @@ class Vocabulary:
             "context_size": self.context_size,
             "special_tokens": self.special_tokens,
         }
+
+    # --- saving and loading -----------------------------------------------------------------
+
+    def save(
+        self,
+        folder: str | os.PathLike,
+        *,
+        format: Literal["scgf", "pickle", "both"] = "both",
+        overwrite: bool = False,
+    ) -> list[Path]:
+        """Write the vocabulary into ``folder`` (created if needed; it may be a model folder).
+
+        Parameters
+        ----------
+        folder
+            Where to write. A folder that already holds vocabulary files is refused unless
+            ``overwrite=True``, which replaces them all (two token dictionaries in one folder
+            would make it ambiguous which one a model reads).
+        format
+            ``"scgf"``: one ``scgf_vocabulary.json`` holding everything (name, layout, context
+            size, token ids, medians, mappings, fingerprint). ``"pickle"``: the reference's four
+            dictionaries, readable by plain :mod:`pickle` and by Geneformer's own tokenizer:
+            ``token_dictionary_<name>.pkl`` (str → int), ``gene_median_dictionary_<name>.pkl``
+            (str → float), ``gene_name_id_dict_<name>.pkl`` (symbol → Ensembl ID) and
+            ``ensembl_mapping_dict_<name>.pkl`` (upper-case identifier → Ensembl ID).
+            The pickles do not record the context size: loaded alone they give 4096 (V2) or
+            2048 (V1). ``"both"`` (the default) writes both.
+        overwrite
+            Replace the vocabulary files already in ``folder``.
+
+        Returns
+        -------
+        The paths written.
+        """
+        if format not in ("scgf", "pickle", "both"):
+            raise ValueError(f"format={format!r}; use 'scgf', 'pickle' or 'both'.")
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file; save a vocabulary into a folder.")
+        existing = vocabulary_files(folder)
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{folder} already holds a vocabulary ({', '.join(p.name for p in existing)}). "
+                "Choose another folder, or pass overwrite=True (--overwrite) to replace it."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in existing:
+            path.unlink()
+        written = []
+        if format in ("scgf", "both"):
+            written.append(_write_atomic(folder / VOCABULARY_FILE, self._json_bytes()))
+        if format in ("pickle", "both"):
+            for role, content in self._pickle_dicts().items():
+                path = folder / f"{role}_{_file_stem(self.name)}.pkl"
+                written.append(_write_atomic(path, pickle.dumps(content, protocol=4)))
+        return written
+
+    def _pickle_dicts(self) -> dict[str, dict]:
+        """The reference's four dictionaries, with plain Python keys and values."""
+        return {
+            "token_dictionary": {str(k): int(v) for k, v in self.token_ids.items()},
+            "gene_median_dictionary": {str(k): float(v) for k, v in self.medians.items()},
+            "gene_name_id_dict": dict(self.gene_names),
+            "ensembl_mapping_dict": dict(self.gene_mapping),
+        }
+
+    def _json_bytes(self) -> bytes:
+        content = {
+            "format": "scgf-vocabulary",
+            "format_version": 1,
+            "name": self.name,
+            "version": self.version,
+            "context_size": self.context_size,
+            "special_tokens": self.special_tokens,
+            "fingerprint": self.fingerprint,
+            "token_ids": self.token_ids,
+            "medians": self.medians,  # floats written by repr: read back bit for bit
+            "gene_mapping": self.gene_mapping,
+            "gene_names": self.gene_names,
+        }
+        return json.dumps(content, separators=(",", ":")).encode()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs) -> Vocabulary:
+        """Read a saved vocabulary: a ``scgf_vocabulary.json`` file, or a folder holding one
+        (preferred) or the reference's pickles (read with :meth:`from_directory`).
+
+        Parameters
+        ----------
+        path
+            The file or folder.
+        **kwargs
+            For pickles only: passed to :meth:`from_files` (``context_size``, ``name``, …).
+
+        Returns
+        -------
+        The vocabulary, identical (token ids, medians, mappings, fingerprint) to the one saved.
+        """
+        path = Path(path)
+        if path.is_dir() and (path / VOCABULARY_FILE).is_file():
+            path = path / VOCABULARY_FILE
+        if path.is_dir():
+            return cls.from_directory(path, **kwargs)
+        if not path.is_file():
+            raise FileNotFoundError(f"No vocabulary at {path}: no such file or folder.")
+        try:
+            content = json.loads(path.read_bytes())
+            if content.get("format") != "scgf-vocabulary":
+                raise ValueError("not an scgf vocabulary file")
+            vocab = cls(
+                name=str(content["name"]),
+                token_ids={str(k): int(v) for k, v in content["token_ids"].items()},
+                medians={str(k): float(v) for k, v in content["medians"].items()},
+                gene_mapping=dict(content["gene_mapping"]),
+                context_size=int(content["context_size"]),
+                special_tokens=bool(content["special_tokens"]),
+                gene_names=dict(content.get("gene_names", {})),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is not a readable scgf vocabulary ({type(err).__name__}: {err}); it "
+                "may be truncated or edited: save the vocabulary again."
+            ) from err
+        if vocab.fingerprint != content.get("fingerprint"):
+            raise ValueError(
+                f"{path} records fingerprint {content.get('fingerprint')} but its content hashes "
+                f"to {vocab.fingerprint}: the file was changed after it was saved. Save the "
+                "vocabulary again."
+            )
+        return vocab
+
+
+# The file of scgf's own vocabulary format.
+VOCABULARY_FILE = "scgf_vocabulary.json"
+_PICKLE_PATTERNS = (
+    "token_dictionary*.pkl",
+    "gene_median_dictionary*.pkl",
+    "gene_name_id_dict*.pkl",
+    "ensembl_mapping_dict*.pkl",
+)
+
+
+def vocabulary_files(folder: str | os.PathLike) -> list[Path]:
+    """The vocabulary files (scgf's and the reference's pickles) inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [folder / VOCABULARY_FILE] if (folder / VOCABULARY_FILE).is_file() else []
+    for pattern in _PICKLE_PATTERNS:
+        found.extend(sorted(folder.glob(pattern)))
+    return found
+
+
+def _file_stem(name: str) -> str:
+    """A vocabulary name made safe for file names (``custom:my model`` → ``custom_my_model``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "custom"
+
+
+def _write_atomic(path: Path, content: bytes) -> Path:
+    """Write ``content`` to ``path`` through a temporary file, so a reader never sees half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _build_mapping(token_ids: dict[str, int], mapping: dict, names: dict) -> dict[str, str]:
