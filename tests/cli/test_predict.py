@@ -130,9 +130,9 @@ def test_killed_predict_resumes_bitwise(tmp_path):
     from tests.cli.test_fault_injection import parts, run_to_completion
 
     source = tmp_path / "cells.h5ad"
-    ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:60].copy().write_h5ad(source)
+    ad.read_h5ad(DATA / "pbmc68k_reduced_counts.h5ad")[:200].copy().write_h5ad(source)
     model = classifier_folder(tmp_path / "model")
-    options = ["--model", str(model), "--batch-tokens", "1500", "--checkpoint-interval", "0"]
+    options = ["--model", str(model), "--batch-tokens", "800", "--checkpoint-interval", "0"]
     whole, out = tmp_path / "whole.h5ad", tmp_path / "out.h5ad"
     assert main(["--quiet", "predict", str(source), str(whole), *options]) == 0
     progress = parts(tmp_path / "out.h5ad.partial.scgf_pred.progress")
