@@ -1,7 +1,8 @@
 """Fine-tuning throughput and quality: scgf.tl.finetune versus the reference's way, same run.
 
 Run: ``python -m benchmarks.finetune_speed [--cells 1200] [--epochs 3] [--shape Geneformer-V1-10M]``
-(``--quick`` for a smoke run); on a GPU ``--shape Geneformer-V2-104M --device cuda``.
+(``--quick`` for a short run, ``--smoke`` to check that every arm runs); on a GPU
+``--shape Geneformer-V2-104M --device cuda``. ``--quality`` runs the quality part instead.
 
 Cells are real (``pbmc_sorted_zheng2017_3100``: five FACS-sorted PBMC types, ``cell_type``),
 drawn stratified, tokenized with the real dictionaries; the model has the real shape of the
@@ -14,9 +15,16 @@ Arms, each in its own process (so peak memory is the arm's own):
 - ``reference``: the reference classifier's training (spec §6.3): ``BertForSequenceClassification``
   through a plain ``transformers.Trainer``, batches of 12 in random order right-padded to the
   batch's longest cell, fp32, evaluation each epoch and the best epoch kept (by macro-F1);
-- ``scgf``: ``scgf.tl.finetune`` with its defaults (length-grouped batches of 12, fp32);
+- ``scgf``: ``scgf.tl.finetune`` with its defaults (length-grouped batches of 12, fp32, the
+  model's 2 % attention dropout);
 - ``scgf-bf16``: the same with ``precision="bf16"`` (autocast; pays on CPUs with AMX/AVX-512
   bf16 units and on GPUs);
+- ``scgf-ad0`` / ``scgf-bf16-ad0``: fp32 / bf16 with ``attention_dropout=0.0`` (PyTorch's
+  fused CPU attention kernels have no dropout, so with the model's dropout every step takes
+  the unfused path, whose time and memory grow with the square of the cell length);
+- ``scgf-tokens`` (and ``scgf-bf16-tokens``, not run by default): ``attention_dropout=0.0``
+  with token-budget batches (``batch_tokens``, by default 12 × the mean cell length: about
+  the steps per epoch of batches of 12, with many short cells or a few long ones per batch);
 - ``scgf-lora`` / ``scgf-qlora`` (not run by default): LoRA adapters (r=64, alpha=128), and
   QLoRA (4-bit nf4 weights + LoRA, bf16; CUDA only), for their speed and peak GPU memory;
 - ``logreg``: a plain baseline on the same split: logistic regression on the first 50
@@ -24,6 +32,13 @@ Arms, each in its own process (so peak memory is the arm's own):
 
 Training cells/s count training steps only (from each epoch's start to its end, evaluation and
 checkpointing excluded), identically for every arm (a Trainer callback).
+
+Quality (``--quality``): the speed arms' random Geneformer shapes at the reference's learning
+rate learn nothing of the cell types in a few epochs, so their macro-F1 shows equal failure,
+not quality. This part trains a *small* model (by default 2 layers, 128 wide, V2 vocabulary)
+from random initialisation with ``scgf.tl.finetune`` at a learning rate that works from
+scratch, on each cell's top genes, and reports its held-out macro-F1 next to the logistic
+regression baseline on the same split, and chance (0.2 for five balanced classes).
 """
 
 from __future__ import annotations
@@ -46,6 +61,45 @@ from benchmarks.embed_speed import SHAPES, random_model
 SOURCE = SHARED / "data" / "pbmc_sorted_zheng2017_3100.h5ad"
 LABEL = "cell_type"
 SPLIT = "scgf_split"
+BUDGET = "budget"  # scgf.tl.finetune's batch_tokens= from the run's token budget
+
+# arm: (what it is, scgf.tl.finetune options)
+SCGF_ARMS = {
+    "scgf": ("scgf (length-grouped batches of 12, fp32)", {}),
+    "scgf-bf16": ("scgf, bf16 autocast", {"precision": "bf16"}),
+    "scgf-ad0": ("scgf fp32, attention_dropout=0", {"attention_dropout": 0.0}),
+    "scgf-bf16-ad0": (
+        "scgf bf16, attention_dropout=0",
+        {"precision": "bf16", "attention_dropout": 0.0},
+    ),
+    "scgf-tokens": (
+        "scgf fp32, attention_dropout=0, token-budget batches",
+        {"attention_dropout": 0.0, "batch_tokens": BUDGET},
+    ),
+    "scgf-bf16-tokens": (
+        "scgf bf16, attention_dropout=0, token-budget batches",
+        {"precision": "bf16", "attention_dropout": 0.0, "batch_tokens": BUDGET},
+    ),
+    "scgf-lora": ("scgf, LoRA (r 64, alpha 128)", {"lora": True}),
+    "scgf-qlora": (
+        "scgf, QLoRA (4-bit nf4 + LoRA, bf16)",
+        {"quantize": "4bit", "precision": "bf16"},
+    ),
+}
+LABELS = {
+    "reference": "reference (random batches of 12, fp32)",
+    "logreg": "logistic regression on PCA",
+    **{arm: label for arm, (label, _) in SCGF_ARMS.items()},
+}
+DEFAULT_ARMS = [
+    "scgf",
+    "reference",
+    "scgf-bf16",
+    "scgf-ad0",
+    "scgf-bf16-ad0",
+    "scgf-tokens",
+    "logreg",
+]
 
 
 def peak_rss_gb() -> float:
@@ -56,48 +110,57 @@ def peak_rss_gb() -> float:
     return float("nan")
 
 
-def prepare(workdir: Path, n_cells: int, shape_name: str, context: int | None) -> None:
-    """Cells (stratified sample, tokenized), the random model, and scgf's split."""
+def stratified_cells(n_cells: int, seed: int = 0) -> ad.AnnData:
+    """About ``n_cells`` real cells, ``n_cells / 5`` of each sorted type (all of a type that
+    has fewer: the file holds 200 B cells)."""
+    real = ad.read_h5ad(SOURCE)
+    rng = np.random.default_rng(seed)
+    per_class = n_cells // real.obs[LABEL].nunique()
+    members = [np.flatnonzero(real.obs[LABEL] == c) for c in real.obs[LABEL].cat.categories]
+    picks = np.concatenate(
+        [rng.choice(rows, min(per_class, len(rows)), replace=False) for rows in members]
+    )
+    return real[np.sort(picks)].copy()
+
+
+def prepare(workdir: Path, n_cells: int, shape: dict, context: int | None) -> tuple[int, float]:
+    """Cells (stratified sample, tokenized) and the random model in ``workdir``; returns the
+    number of cells and their mean tokens per cell."""
     import scgf
 
-    real = ad.read_h5ad(SOURCE)
-    rng = np.random.default_rng(0)
-    per_class = n_cells // real.obs[LABEL].nunique()
-    picks = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(real.obs[LABEL] == c), per_class, replace=False)
-            for c in real.obs[LABEL].cat.categories
-        ]
-    )
-    adata = real[np.sort(picks)].copy()
-    shape = SHAPES[shape_name]
+    adata = stratified_cells(n_cells)
     model = workdir / "model"
     random_model(shape, str(model))
     add_dictionaries(model, shape["version"])
     scgf.settings.progress = False
     scgf.pp.tokenize(adata, model=str(model), gene_key="ensembl_id", context_size=context)
     adata.write_h5ad(workdir / "cells.h5ad")
+    return adata.n_obs, float(np.diff(adata.obsm["gf_tokens"].tocsr().indptr).mean())
 
 
-def run_scgf(workdir: Path, epochs: float, precision: str | None, device: str, **options) -> dict:
+def run_scgf(
+    workdir: Path, arm: str, epochs: float, device: str, batch_tokens: int | None, **extra
+) -> dict:
     import scgf
 
     scgf.settings.progress = False
     adata = ad.read_h5ad(workdir / "cells.h5ad")
     timer = training_timer()
+    options = {**SCGF_ARMS[arm][1], **extra}
+    if options.get("batch_tokens") == BUDGET:
+        options["batch_tokens"] = batch_tokens
     scgf.tl.finetune(
         adata,
         LABEL,
         model=str(workdir / "model"),
-        output_dir=workdir / "_".join(["scgf", precision or "fp32", *options]),
+        output_dir=workdir / arm,
         epochs=epochs,
-        precision=precision,
         device=device,
         callbacks=[timer],
         random_state=0,
         **options,
     )
-    if precision is None and not options:  # the split every other arm uses
+    if arm == "scgf":  # the split every other arm uses
         adata.obs[[SPLIT]].to_csv(workdir / "split.csv")
     n_train = int((adata.obs[SPLIT] == "train").sum())
     test = scgf.get.finetune_metrics_df(adata)
@@ -109,7 +172,15 @@ def run_scgf(workdir: Path, epochs: float, precision: str | None, device: str, *
     }
 
 
-def run_reference(workdir: Path, epochs: float, device: str) -> dict:
+def run_reference(
+    workdir: Path,
+    epochs: float,
+    device: str,
+    *,
+    learning_rate: float = 5e-5,
+    batch_size: int = 12,
+    schedule: dict | None = None,
+) -> dict:
     import pandas as pd
     import torch
     from transformers import BertForSequenceClassification, Trainer, TrainingArguments
@@ -137,9 +208,9 @@ def run_reference(workdir: Path, epochs: float, device: str) -> dict:
     args = TrainingArguments(
         output_dir=str(workdir / "reference"),
         num_train_epochs=epochs,
-        per_device_train_batch_size=12,
-        per_device_eval_batch_size=12,
-        learning_rate=5e-5,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=learning_rate,
         weight_decay=0.001,
         eval_strategy="epoch",
         save_strategy="epoch",
@@ -151,6 +222,7 @@ def run_reference(workdir: Path, epochs: float, device: str) -> dict:
         disable_tqdm=True,
         seed=0,
         use_cpu=device == "cpu",
+        **(schedule or {}),
     )
     timer = training_timer()
     trainer = Trainer(
@@ -186,23 +258,21 @@ def run_logreg(workdir: Path) -> dict:
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sc.pp.highly_variable_genes(adata, n_top_genes=2000, subset=True)
-    sc.pp.pca(adata, n_comps=50, random_state=0)
+    sc.pp.pca(adata, n_comps=min(50, adata.n_obs - 1), random_state=0)  # 50 (fewer: smoke)
     x, y = adata.obsm["X_pca"], adata.obs[LABEL].astype(str).to_numpy()
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     fit = LogisticRegression(max_iter=2000).fit(x[train], y[train])
     return {"test_macro_f1": float(f1_score(y[test], fit.predict(x[test]), average="macro"))}
 
 
-def arm_main(arm: str, workdir: Path, epochs: float, device: str) -> None:
+def arm_main(arm: str, workdir: Path, epochs: float, device: str, batch_tokens: int | None):
     t0 = time.perf_counter()
     if arm == "reference":
         result = run_reference(workdir, epochs, device)
     elif arm == "logreg":
         result = run_logreg(workdir)
     else:
-        options = {"scgf-lora": {"lora": True}, "scgf-qlora": {"lora": True, "quantize": "4bit"}}
-        precision = "bf16" if arm in ("scgf-bf16", "scgf-qlora") else None
-        result = run_scgf(workdir, epochs, precision, device, **options.get(arm, {}))
+        result = run_scgf(workdir, arm, epochs, device, batch_tokens)
     result.update(arm=arm, wall_seconds=time.perf_counter() - t0, peak_rss_gb=peak_rss_gb())
     if device.startswith("cuda"):
         import torch
@@ -211,7 +281,9 @@ def arm_main(arm: str, workdir: Path, epochs: float, device: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def run_arm(arm: str, workdir: Path, epochs: float, device: str) -> dict:
+def run_arm(
+    arm: str, workdir: Path, epochs: float, device: str, batch_tokens: int | None = None
+) -> dict:
     command = [
         sys.executable,
         "-m",
@@ -224,12 +296,160 @@ def run_arm(arm: str, workdir: Path, epochs: float, device: str) -> dict:
         str(epochs),
         "--device",
         device,
+        *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"arm {arm} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def speed_table(results: dict) -> str:
+    """The arms as a markdown table (ratios to the reference arm of the same run)."""
+    ref = results.get("reference")
+    rows = [
+        "| arm | training cells/s | ratio | test macro-F1 | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, r in results.items():
+        speed = r.get("cells_per_s")
+        ratio = f"{speed / ref['cells_per_s']:.2f}x" if ref and speed else "-"
+        rows.append(
+            f"| {LABELS[arm]} | {f'{speed:.2f}' if speed else '-'} | {ratio} | "
+            f"{r['test_macro_f1']:.3f} | {r['peak_rss_gb']:.1f} GB |"
+        )
+    return "\n".join(rows)
+
+
+def run_speed(args) -> dict:
+    shape = SHAPES[args.shape]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        n_cells, mean_tokens = prepare(workdir, args.cells, shape, args.context)
+        budget = args.batch_tokens or round(12 * mean_tokens)
+        arms = ["scgf"] + [a for a in args.arms if a != "scgf"]  # scgf draws the split
+        results = {}
+        for arm in arms:
+            results[arm] = run_arm(arm, workdir, args.epochs, args.device, budget)
+            print(f"{arm}: {results[arm]}", file=sys.stderr)
+    summary = {
+        "shape": args.shape,
+        "cells": n_cells,
+        "epochs": args.epochs,
+        "context": args.context,
+        "device": args.device,
+        "mean_tokens_per_cell": mean_tokens,
+        "batch_tokens": budget,
+        "arms": results,
+    }
+    ref = results.get("reference")
+    if ref:
+        for arm in results:
+            if arm in SCGF_ARMS:
+                summary[f"{arm}_speed_ratio"] = results[arm]["cells_per_s"] / ref["cells_per_s"]
+                summary[f"{arm}_f1_minus_reference"] = (
+                    results[arm]["test_macro_f1"] - ref["test_macro_f1"]
+                )
+    print(speed_table(results), file=sys.stderr)
+    return summary
+
+
+# -- quality -----------------------------------------------------------------------------
+
+
+def small_model(folder: Path, layers: int, hidden: int) -> None:
+    """A random BERT with Geneformer V2's vocabulary and rules, ``layers`` × ``hidden``."""
+    shape = dict(
+        version="V2",
+        layers=layers,
+        hidden=hidden,
+        heads=max(hidden // 64, 2),
+        intermediate=4 * hidden,
+        vocab=SHAPES["Geneformer-V2-104M"]["vocab"],
+        context=SHAPES["Geneformer-V2-104M"]["context"],
+    )
+    random_model(shape, str(folder))
+    add_dictionaries(folder, "V2")
+
+
+def run_quality(args) -> dict:
+    """A small model trained from scratch against logistic regression on the same split."""
+    import scgf
+
+    scgf.settings.progress = False
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        adata = stratified_cells(args.quality_cells)
+        small_model(workdir / "model", args.quality_layers, args.quality_hidden)
+        scgf.pp.tokenize(
+            adata,
+            model=str(workdir / "model"),
+            gene_key="ensembl_id",
+            context_size=args.quality_context,
+        )
+        adata.write_h5ad(workdir / "cells.h5ad")
+        timer = training_timer()
+        schedule = {"warmup_steps": 0.1, "lr_scheduler_type": "linear"}
+        t0 = time.perf_counter()
+        scgf.tl.finetune(  # the model's own 2 % attention dropout, as the reference trains
+            adata,
+            LABEL,
+            model=str(workdir / "model"),
+            output_dir=workdir / "small",
+            epochs=args.quality_epochs,
+            learning_rate=args.quality_lr,
+            batch_size=args.quality_batch_size,
+            device=args.device,
+            callbacks=[timer],
+            random_state=0,
+            training_args=schedule,
+        )
+        seconds = time.perf_counter() - t0
+        adata.obs[[SPLIT]].to_csv(workdir / "split.csv")
+        metrics = scgf.get.finetune_metrics_df(adata)
+        f1 = metrics.query("metric == 'macro_f1'").set_index("split")["value"]
+        history = scgf.get.training_history_df(adata)
+        baseline = run_logreg(workdir)["test_macro_f1"]
+        # the reference's way (random batches, plain Trainer) with the same model, split,
+        # learning rate, schedule and batch size
+        reference = run_reference(
+            workdir,
+            args.quality_epochs,
+            args.device,
+            learning_rate=args.quality_lr,
+            batch_size=args.quality_batch_size,
+            schedule=schedule,
+        )
+    split = adata.obs[SPLIT].value_counts().to_dict()
+    return {
+        "model": {
+            "layers": args.quality_layers,
+            "hidden": args.quality_hidden,
+            "vocabulary": "V2 (gc104M)",
+            "init": "random",
+        },
+        "cells": int(adata.n_obs),
+        "context": args.quality_context,
+        "epochs": args.quality_epochs,
+        "learning_rate": args.quality_lr,
+        "batch_size": args.quality_batch_size,
+        "split": {k: int(v) for k, v in split.items()},
+        "train_seconds": timer.seconds,
+        "wall_seconds": seconds,
+        "scgf_cells_per_s": int((adata.obs[SPLIT] == "train").sum())
+        * args.quality_epochs
+        / timer.seconds,
+        "reference_cells_per_s": reference["cells_per_s"],
+        "reference_test_macro_f1": reference["test_macro_f1"],
+        "scgf_test_macro_f1": float(f1["test"]),
+        "scgf_validation_macro_f1": float(f1["validation"]),
+        "logreg_test_macro_f1": baseline,
+        "chance_macro_f1": 1 / adata.obs[LABEL].nunique(),  # uniform guessing
+        "eval_macro_f1_by_epoch": [
+            round(float(x), 4) for x in history.get("eval_macro_f1", []) if x == x
+        ],
+    }
 
 
 def main() -> None:
@@ -241,39 +461,37 @@ def main() -> None:
     parser.add_argument(
         "--context", type=int, default=None, help="keep each cell's top genes only (memory)"
     )
-    parser.add_argument("--arms", nargs="+", default=["scgf", "reference", "scgf-bf16", "logreg"])
+    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(LABELS))
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="token budget of the token-budget arms (default 12 x the mean cell length)",
+    )
     parser.add_argument("--quick", action="store_true", help="200 cells, 1 epoch")
+    parser.add_argument(
+        "--smoke", action="store_true", help="checks that every part runs (numbers meaningless)"
+    )
+    parser.add_argument("--quality", action="store_true", help="run the quality part")
+    parser.add_argument("--quality-cells", type=int, default=2000)
+    parser.add_argument("--quality-context", type=int, default=256)
+    parser.add_argument("--quality-layers", type=int, default=2)
+    parser.add_argument("--quality-hidden", type=int, default=128)
+    parser.add_argument("--quality-epochs", type=float, default=4)
+    parser.add_argument("--quality-lr", type=float, default=1e-3)
+    parser.add_argument("--quality-batch-size", type=int, default=16)
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        arm_main(args.arm, Path(args.workdir), args.epochs, args.device)
+        arm_main(args.arm, Path(args.workdir), args.epochs, args.device, args.batch_tokens)
         return
     if args.quick:
         args.cells, args.epochs = 200, 1
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        prepare(workdir, args.cells, args.shape, args.context)
-        arms = ["scgf"] + [a for a in args.arms if a != "scgf"]  # scgf draws the split
-        results = {}
-        for arm in arms:
-            results[arm] = run_arm(arm, workdir, args.epochs, args.device)
-            print(f"{arm}: {results[arm]}", file=sys.stderr)
-    ref = results.get("reference")
-    summary = {
-        "shape": args.shape,
-        "cells": args.cells,
-        "epochs": args.epochs,
-        "device": args.device,
-        "arms": results,
-    }
-    if ref:
-        for arm in ("scgf", "scgf-bf16", "scgf-lora", "scgf-qlora"):
-            if arm in results:
-                summary[f"{arm}_speed_ratio"] = results[arm]["cells_per_s"] / ref["cells_per_s"]
-                summary[f"{arm}_f1_minus_reference"] = (
-                    results[arm]["test_macro_f1"] - ref["test_macro_f1"]
-                )
+    if args.smoke:
+        args.cells, args.epochs, args.context = 50, 1, 64
+        args.quality_cells, args.quality_epochs, args.quality_context = 100, 1, 32
+    summary = run_quality(args) if args.quality else run_speed(args)
     print(json.dumps(summary, indent=2))
 
 

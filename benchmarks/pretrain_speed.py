@@ -1,7 +1,9 @@
-"""Pretraining throughput and quality: scgf's masked-only decoding versus the reference's way.
+"""Pretraining throughput: scgf's masked-only decoding versus the reference's way.
 
 Run: ``python -m benchmarks.pretrain_speed`` (``--quick`` for a smoke run; ``--steps``,
-``--cells``, ``--quality-steps`` to size it; ``--device cuda`` on a GPU).
+``--cells``, ``--max-length`` to size it). What a pretraining budget buys (held-out loss,
+embeddings) is measured by ``benchmarks/pretrain_quality.py``, memory on a corpus larger than
+memory by ``benchmarks/pretrain_memory.py``.
 
 **Speed.** Training tokens per second on the ``Geneformer-V1-10M`` shape (6 layers, 256 wide,
 V1 vocabulary of 25,426 tokens) with random weights, on real cells
@@ -10,28 +12,21 @@ reference's way (spec §7): ``BertForMaskedLM`` (the MLM head decodes every posi
 reference's collator semantics (transformers' ``DataCollatorForLanguageModeling``, 15 %,
 80/10/10), length-grouped batches of 12 (transformers' ``LengthGroupedSampler`` with the
 precomputed lengths), fp32, AdamW. scgf trains the same batches (the same cells, padding and
-masks) with :class:`scgf._train.MaskedOnlyBertForMaskedLM` in fp32 and under bf16 autocast.
+masks) with :class:`scgf._train.MaskedOnlyBertForMaskedLM` in fp32 and under bf16 autocast,
+with the model's 2 % attention dropout run as scgf's trainers run it on a CPU (the fused
+attention kernel plus a sparse dropout correction, :mod:`scgf._train._cpu_attention`; the
+baseline's ``sdpa`` attention with dropout takes PyTorch's unfused path).
 Each variant runs the same optimizer steps after two untimed warm-up steps; tokens are the
 cells' own (non-padding) tokens. Batches whose longest cell exceeds ``--max-length`` (768)
 tokens are skipped: the baseline's full decoder holds 12 × length × 25,426 logits, their
 softmax and gradients (about 10 GB at 2,048 tokens).
-
-**Quality.** A small model (4 layers, 128 wide) pretrained from scratch by
-:func:`scgf.tl.pretrain` on the same cells with a vocabulary built from them
-(:func:`scgf.vocab.build`) for a fixed number of steps: its held-out masked-token loss against
-the token-frequency baseline (the entropy of the held-out cells' token frequencies, the best
-loss without context), and its cell embeddings (``<cls>`` and mean pooling) against the
-sorted cell types: adjusted Rand index of k-means (k = number of types) and silhouette,
-against the same architecture at its random initialisation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -41,6 +36,7 @@ from transformers import BertConfig, BertForMaskedLM
 import scgf
 from benchmarks._data import SOURCE, real_vocabulary
 from scgf._train import TokenDataset, masked_lm_collator
+from scgf._train._cpu_attention import use_on_cpu
 from scgf._train._masked_lm import MaskedOnlyBertForMaskedLM
 
 V1_10M = dict(
@@ -88,6 +84,8 @@ def batches(
 def train_speed(model_class, data: list[dict], precision: str, warmup: int = 2) -> dict:
     torch.manual_seed(0)
     model = model_class(BertConfig(**V1_10M)).train()
+    if model_class is MaskedOnlyBertForMaskedLM:
+        use_on_cpu(model)  # what scgf.tl.pretrain's trainer does on a CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.001)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     tokens = seconds = 0.0
@@ -143,79 +141,6 @@ def speed(n_steps: int, n_cells: int, max_length: int) -> dict:
     return report
 
 
-def cluster_scores(embedding: np.ndarray, labels: np.ndarray) -> dict:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, silhouette_score
-
-    k = len(np.unique(labels))
-    found = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(embedding)
-    return {
-        "ari": float(adjusted_rand_score(labels, found)),
-        "silhouette": float(silhouette_score(embedding, labels)),
-    }
-
-
-def quality(n_steps: int, n_cells: int, context: int) -> dict:
-    adata = ad.read_h5ad(SOURCE)
-    adata = adata[np.random.default_rng(0).permutation(adata.n_obs)[:n_cells]].copy()
-    vocab = scgf.vocab.build(adata, gene_key="ensembl_id", min_cells=5, context_size=context)
-    shape = dict(
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=256,
-        hidden_act="relu",
-        max_position_embeddings=context,
-    )
-    report = {"cells": n_cells, "genes_in_vocabulary": vocab.n_genes, "context": context}
-    with tempfile.TemporaryDirectory() as tmp:
-        trained, initial = Path(tmp) / "trained", Path(tmp) / "initial"
-        start = time.perf_counter()
-        result = scgf.tl.pretrain(
-            adata,
-            vocab=vocab,
-            gene_key="ensembl_id",
-            architecture=shape,
-            output_dir=trained,
-            max_steps=n_steps,
-            batch_size=12,
-            learning_rate=1e-3,
-            warmup_steps=0.05,
-            eval_fraction=0.1,
-            device="cpu",
-            seed=0,
-        )
-        report["pretrain_seconds"] = time.perf_counter() - start
-        report["steps"] = result["global_step"]
-        report["held_out_loss"] = result["eval_loss"]
-        report["held_out_accuracy"] = result["eval_accuracy"]
-        tokens = scgf.pp.tokenize(adata, model=vocab, gene_key="ensembl_id", inplace=False)
-        from scgf.tl._pretrain._corpus import Corpus, split_corpus
-
-        _, held = split_corpus(Corpus(TokenDataset(tokens)), 0.1, seed=0)
-        ids = np.concatenate([held[i]["input_ids"].numpy() for i in range(len(held))])
-        p = np.bincount(ids) / len(ids)
-        p = p[p > 0]
-        report["token_frequency_baseline_loss"] = float(-(p * np.log(p)).sum())
-        report["uniform_loss"] = float(np.log(vocab.n_genes + 4))
-        # the same architecture at its random initialisation (the run's seed)
-        config = BertConfig.from_pretrained(trained)
-        torch.manual_seed(0)
-        BertForMaskedLM(config).save_pretrained(initial)
-        vocab.save(initial)
-        labels = adata.obs["cell_type"].to_numpy()
-        for name, folder in (("pretrained", trained), ("random_init", initial)):
-            for pooling in ("cls", "mean"):
-                query = adata.copy()
-                query.obsm["gf_tokens"] = tokens
-                query.uns["gf_tokens"] = {"params": vocab.describe()}
-                scgf.tl.embed(query, model=folder, pooling=pooling, device="cpu")
-                scores = cluster_scores(query.obsm["X_geneformer"], labels)
-                for key, value in scores.items():
-                    report[f"{name}_{pooling}_{key}"] = value
-    return report
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
@@ -223,23 +148,13 @@ def main() -> None:
     parser.add_argument(
         "--max-length", type=int, default=768, help="longest cell of a timed batch (memory)"
     )
-    parser.add_argument("--quality-steps", type=int, default=300)
-    parser.add_argument("--quality-cells", type=int, default=3100)
-    parser.add_argument("--quality-context", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="a smoke run (minutes)")
-    parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.cells = 3, 200
-        args.quality_steps, args.quality_cells, args.quality_context = 40, 600, 64
     scgf.settings.progress = False
     scgf.settings.verbosity = "warning"
-    results = {}
-    if not args.skip_speed:
-        results["speed"] = speed(args.steps, args.cells, args.max_length)
-    if not args.skip_quality:
-        results["quality"] = quality(args.quality_steps, args.quality_cells, args.quality_context)
+    results = {"speed": speed(args.steps, args.cells, args.max_length)}
     results["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     print(json.dumps(results, indent=2))
 

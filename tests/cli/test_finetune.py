@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 
 import anndata as ad
+import numpy as np
 import pytest
 
 from scgf.cli import main
@@ -105,3 +107,70 @@ def test_torchrun_two_cpu_processes(files, tmp_path):
     assert history["step"].max() == 3  # 96 cells / (2 processes × 16)
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "m" / "scgf.json").read_text())["task"] == "cell_classification"
+
+
+def test_attention_dropout_option(files, tmp_path, capsys):
+    model, source = files
+    common = ["--quiet", "finetune", str(source), "--label-key", "marker", "--model", str(model)]
+    common += ["--epochs", "1", "--device", "cpu"]
+    folder = tmp_path / "m"
+    assert main([*common, "--output-dir", str(folder), "--attention-dropout", "0.3"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.3  # the base model's is 0
+    assert json.loads((folder / "scgf.json").read_text())["training_arguments"][
+        "attention_dropout"
+    ] == pytest.approx(0.3)
+    capsys.readouterr()
+    bad = [*common, "--output-dir", str(tmp_path / "bad"), "--attention-dropout", "1"]
+    assert main(bad) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("scgf finetune: error: attention_dropout=1.0; give a rate in [0, 1)")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_search_under_torchrun(files, tmp_path):
+    import optuna
+
+    from scgf._train._trainer import token_budget_sizes
+
+    model, source = files
+    out, folder = tmp_path / "out.h5ad", tmp_path / "m"
+    command = [
+        *TORCHRUN_2,
+        "--quiet",
+        "finetune",
+        str(source),
+        str(out),
+        "--label-key",
+        "marker",
+        "--output-dir",
+        str(folder),
+        "--model",
+        str(model),
+        "--batch-tokens",
+        "208",  # 8 cells of 26 tokens
+        "--n-trials",
+        "2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = ad.read_h5ad(out)
+    uns = result.uns["scgf_finetune"]
+    trials = uns["search"]
+    assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}
+    study = optuna.load_study(study_name="scgf_finetune", storage=f"sqlite:///{folder}/search.db")
+    assert len(study.trials) == 2
+    # the model is saved once (process 0), trained with the study's best setting
+    meta = json.loads((folder / "scgf.json").read_text())
+    assert meta["search"]["best"] == study.best_trial.params
+    for name, value in study.best_trial.params.items():
+        assert meta["training_arguments"].get(name, value) == value, name
+    assert len(list(folder.glob("*.safetensors"))) == 1 and not (folder / "search").exists()
+    # every training cell once per epoch: batches dealt out to the two processes in turn
+    train = (result.obs["scgf_split"] == "train").to_numpy()
+    lengths = np.diff(result.obsm["gf_tokens"].tocsr().indptr)[train]
+    assert uns["metrics"]["marker"]["train"]["n"] == int(train.sum()) == 96
+    n_batches = len(token_budget_sizes(lengths, 208))
+    assert uns["history"]["step"].max() == math.ceil(n_batches / 2)  # one epoch, 2 processes

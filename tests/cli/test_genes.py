@@ -6,6 +6,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import optuna
 import pytest
 
 import scgf
@@ -41,9 +42,9 @@ def test_finetune_then_predict_genes(model_dir, source, tmp_path, capsys):
     result = ad.read_h5ad(out).uns["scgf_finetune_genes"]
     assert set(result["folds"]) == {"0", "1"} and result["params"]["random_state"] == 1
     assert (models / "scgf.json").exists() and (models / "fold_1" / "config.json").exists()
-    # trained without attention dropout, saved with the base model's
+    # trained without attention dropout, and saved so (as tl.finetune saves it)
     saved = json.loads((models / "config.json").read_text())
-    assert saved["attention_probs_dropout_prob"] == 0.02
+    assert saved["attention_probs_dropout_prob"] == 0.0
     assert scgf._train._saved.read_metadata(models)["training_arguments"]["attention_dropout"] == 0
 
     predicted = tmp_path / "pred.h5ad"
@@ -72,3 +73,29 @@ def test_bad_label_files_are_refused(source, tmp_path, capsys):
     bad.write_text("{not json")
     assert main(args) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_finetune_genes_searches_with_a_space_file(model_dir, source, tmp_path, capsys):
+    genes, space = tmp_path / "genes.json", tmp_path / "space.json"
+    genes.write_text(json.dumps(LABELS))
+    space.write_text(
+        json.dumps({"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "seed": [4]})
+    )
+    models = tmp_path / "models"
+    args = ["--quiet", "finetune-genes", str(source), "--genes", str(genes)]
+    args += ["--output-dir", str(models), "--n-folds", "2", "--max-folds", "1"]
+    args += ["--no-final-model", "--model", str(model_dir), "--device", "cpu"]
+    args += ["--attention-dropout", "0"]  # CPU's fused attention: fast
+    assert main([*args, "--n-trials", "1", "--search-space", str(space)]) == 0
+    assert "trained with the search's best setting" in capsys.readouterr().out
+    study = optuna.load_study(
+        study_name="scgf_finetune_genes", storage=f"sqlite:///{models}/search.db"
+    )
+    (trial,) = study.trials
+    assert 1e-3 <= trial.params["learning_rate"] <= 1e-2 and trial.params["seed"] == 4
+    saved = scgf._train._saved.read_metadata(models / "fold_0")["training_arguments"]
+    assert saved["learning_rate"] == trial.params["learning_rate"] and saved["seed"] == 4
+
+    space.write_text(json.dumps({"learning_rate": 1e-3}))
+    assert main([*args, "--overwrite", "--n-trials", "1", "--search-space", str(space)]) == 2
+    assert "must hold a JSON object" in capsys.readouterr().err

@@ -32,25 +32,36 @@ def quick_training():
         gc.unfreeze()
 
 
-def tiny_model(folder: Path, *, seed: int = 0, layers: int = 1, hidden: int = 64) -> Path:
-    """A random V2-shaped ``BertForMaskedLM`` plus the real V2 dictionaries."""
+def tiny_model(
+    folder: Path,
+    *,
+    seed: int = 0,
+    layers: int = 1,
+    hidden: int = 64,
+    attention_dropout: float = 0.0,
+) -> Path:
+    """A random V2-shaped ``BertForMaskedLM`` plus the real V2 dictionaries (no hidden
+    dropout; ``attention_dropout`` on the attention weights)."""
     torch.manual_seed(seed)
     config = tiny_config("V2", hidden=hidden, layers=layers)
     config.initializer_range = 0.02
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.hidden_dropout_prob = 0.0
+    config.attention_probs_dropout_prob = attention_dropout
     BertForMaskedLM(config).save_pretrained(folder)
     for name in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
         (folder / f"{name}_gc104M.pkl").write_bytes((DICTS / f"{name}_gc95M.pkl").read_bytes())
     return folder
 
 
-def truncate(tokens: sp.csr_matrix, top: int) -> sp.csr_matrix:
-    """Each cell's <cls>, its ``top`` highest-ranked genes and <eos>."""
+def truncate(tokens: sp.csr_matrix, top: int | np.ndarray) -> sp.csr_matrix:
+    """Each cell's <cls>, its ``top`` highest-ranked genes (a number per cell, or one for
+    all) and <eos>."""
     rows = []
+    tops = np.broadcast_to(np.asarray(top), tokens.shape[:1])
     for i in range(tokens.shape[0]):
         row = tokens.data[tokens.indptr[i] : tokens.indptr[i + 1]]
         row = row[np.argsort(tokens.indices[tokens.indptr[i] : tokens.indptr[i + 1]])]
-        rows.append(np.concatenate([row[: top + 1], [3]]))
+        rows.append(np.concatenate([row[: int(tops[i]) + 1], [3]]))
     lengths = np.array([len(r) for r in rows])
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     indices = np.concatenate([np.arange(n) for n in lengths])

@@ -18,7 +18,7 @@ import scgf
 from scgf._resume import ResumeMismatchError
 from scgf._train._saved import read_metadata
 from tests.conftest import needs_data, needs_dicts
-from tests.tl._finetune_cases import marker_cells, quick_training, tiny_model
+from tests.tl._finetune_cases import marker_cells, quick_training, tiny_model, truncate
 
 pytestmark = [needs_dicts, needs_data]
 
@@ -172,6 +172,39 @@ class CountSteps(TrainerCallback):
         self.steps += 1
 
 
+def run_interrupted(adata, options, tmp_path, stop_step: int, checks=None):
+    """Fine-tune ``adata`` whole (``tmp_path/whole``), and interrupted at ``stop_step`` then
+    resumed (``tmp_path/cut``, ``checks(interrupted)`` run before resuming); asserts equal
+    final weights; returns the resumed AnnData and the steps the resumed run trained."""
+    scgf.tl.finetune(adata.copy(), "marker", output_dir=tmp_path / "whole", **options)
+    interrupted = adata.copy()
+    with pytest.raises(KeyboardInterrupt):
+        scgf.tl.finetune(
+            interrupted,
+            "marker",
+            output_dir=tmp_path / "cut",
+            callbacks=[Interrupt(stop_step)],
+            **options,
+        )
+    if checks is not None:
+        checks(interrupted)
+    counter = CountSteps()
+    scgf.tl.finetune(
+        interrupted,
+        "marker",
+        output_dir=tmp_path / "cut",
+        resume=True,
+        callbacks=[counter],
+        **options,
+    )
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    resumed = load_file(tmp_path / "cut" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], atol=1e-6, rtol=0)
+    return interrupted, counter.steps
+
+
 def test_resume_gives_the_same_final_weights(cells, model_dir, tmp_path):
     adata = cells[:160].copy()
     options = dict(
@@ -189,38 +222,100 @@ def test_resume_gives_the_same_final_weights(cells, model_dir, tmp_path):
             "logging_steps": 3,
         },
     )
-    scgf.tl.finetune(adata.copy(), "marker", output_dir=tmp_path / "whole", **options)
-    interrupted = adata.copy()
-    with pytest.raises(KeyboardInterrupt):
-        scgf.tl.finetune(
-            interrupted, "marker", output_dir=tmp_path / "cut", callbacks=[Interrupt(9)], **options
-        )
-    assert "scgf_finetune" not in interrupted.uns and "scgf_split" not in interrupted.obs
-    assert (tmp_path / "cut" / "checkpoint-9").is_dir()
-    with pytest.raises(FileExistsError, match="is not empty"):
-        scgf.tl.finetune(interrupted, "marker", output_dir=tmp_path / "cut", **options)
-    with pytest.raises(ResumeMismatchError, match="learning_rate"):
-        other = {**options, "learning_rate": 1e-3}
-        scgf.tl.finetune(interrupted, "marker", output_dir=tmp_path / "cut", resume=True, **other)
-    counter = CountSteps()
-    scgf.tl.finetune(
-        interrupted,
-        "marker",
-        output_dir=tmp_path / "cut",
-        resume=True,
-        callbacks=[counter],
-        **options,
-    )
-    assert counter.steps == 16 - 9  # continued, not started over
-    whole = load_file(tmp_path / "whole" / "model.safetensors")
-    resumed = load_file(tmp_path / "cut" / "model.safetensors")
-    assert whole.keys() == resumed.keys()
-    for name in whole:
-        torch.testing.assert_close(resumed[name], whole[name], atol=1e-6, rtol=0)
+
+    def refused(interrupted):
+        assert "scgf_finetune" not in interrupted.uns and "scgf_split" not in interrupted.obs
+        assert (tmp_path / "cut" / "checkpoint-9").is_dir()
+        with pytest.raises(FileExistsError, match="is not empty"):
+            scgf.tl.finetune(interrupted, "marker", output_dir=tmp_path / "cut", **options)
+        with pytest.raises(ResumeMismatchError, match="learning_rate"):
+            other = {**options, "learning_rate": 1e-3}
+            scgf.tl.finetune(
+                interrupted, "marker", output_dir=tmp_path / "cut", resume=True, **other
+            )
+
+    interrupted, resumed_steps = run_interrupted(adata, options, tmp_path, 9, refused)
+    assert resumed_steps == 16 - 9  # continued, not started over
     steps = interrupted.uns["scgf_finetune"]["history"]["step"].tolist()
     assert steps == sorted(set(steps)) and steps[-1] == 16  # 2 epochs × 8 batches of 16
     with pytest.raises(FileExistsError, match="is finished"):
         scgf.tl.finetune(interrupted, "marker", output_dir=tmp_path / "cut", resume=True, **options)
+
+
+def test_resume_with_token_budget_batches(cells, model_dir, tmp_path):
+    from scgf._train._trainer import token_budget_sizes
+
+    adata = cells[:160].copy()
+    # cells of 8-26 tokens: batches of 6 long to 20 short cells within 160 tokens
+    tops = np.random.default_rng(0).integers(6, 25, adata.n_obs)
+    adata.obsm["gf_tokens"] = truncate(adata.obsm["gf_tokens"].tocsr(), tops)
+    options = dict(
+        model=model_dir,
+        epochs=2,
+        batch_tokens=160,
+        learning_rate=3e-3,
+        device="cpu",
+        training_args={
+            "save_strategy": "steps",
+            "save_steps": 3,
+            "eval_strategy": "steps",
+            "eval_steps": 3,
+        },
+    )
+    interrupted, resumed_steps = run_interrupted(adata, options, tmp_path, 21)
+    train = (interrupted.obs["scgf_split"] == "train").to_numpy()
+    lengths = np.diff(adata.obsm["gf_tokens"].tocsr().indptr)[train]
+    per_epoch = len(token_budget_sizes(lengths, 160))
+    assert 8 < per_epoch < 20  # neither 12-cell batches nor one cell per batch
+    steps = interrupted.uns["scgf_finetune"]["history"]["step"].max()
+    assert steps == 2 * per_epoch and resumed_steps == steps - 21  # resumed in the 2nd epoch
+    assert interrupted.uns["scgf_finetune"]["params"]["batch_tokens"] == 160
+    assert read_metadata(tmp_path / "cut")["training_arguments"]["batch_tokens"] == 160
+    # another budget is another training: resuming checks it
+    assert (
+        json.loads((tmp_path / "cut" / "fingerprint.json").read_text())["params"]["batch_tokens"]
+        == 160
+    )
+
+
+def test_attention_dropout_override(cells, tmp_path):
+    # a base model with 50 % attention dropout: training turns it off, the saved config
+    # says so, and two runs with the same seed give the same weights
+    base = tiny_model(tmp_path / "base", attention_dropout=0.5)
+    adata = cells[:120].copy()
+    options = dict(model=base, epochs=1, batch_size=16, learning_rate=3e-3, device="cpu")
+    kept = [KeepModel(), KeepModel()]
+    for run, keep in enumerate(kept):
+        scgf.tl.finetune(
+            adata.copy(),
+            "marker",
+            output_dir=tmp_path / f"off{run}",
+            attention_dropout=0.0,
+            callbacks=[keep],
+            **options,
+        )
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in kept[0].model.bert.encoder.layer)
+    config = json.loads((tmp_path / "off0" / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.0
+    assert json.loads((base / "config.json").read_text())["attention_probs_dropout_prob"] == 0.5
+    meta = read_metadata(tmp_path / "off0")
+    assert meta["training_arguments"]["attention_dropout"] == 0.0
+    first = load_file(tmp_path / "off0" / "model.safetensors")
+    second = load_file(tmp_path / "off1" / "model.safetensors")
+    for name in first:
+        torch.testing.assert_close(second[name], first[name], atol=0, rtol=0)
+    # the checkpoint's 50 % dropout (None) trains other weights from the same seed
+    scgf.tl.finetune(adata.copy(), "marker", output_dir=tmp_path / "kept", **options)
+    kept_dropout = load_file(tmp_path / "kept" / "model.safetensors")
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (kept_dropout[name] - first[name]).abs().max() > 1e-4
+    config = json.loads((tmp_path / "kept" / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.5
+    with pytest.raises(ValueError, match="attention_dropout=1.5"):
+        scgf.tl.finetune(
+            adata, "marker", output_dir=tmp_path / "x", attention_dropout=1.5, **options
+        )
+    assert not (tmp_path / "x").exists()
 
 
 def unchanged(adata):
@@ -299,6 +394,7 @@ def test_tokenizes_on_the_fly_and_multitask_lora(model_dir, tmp_path):
         pooling="attention",
         class_weights="balanced",
         split_key="given",
+        attention_dropout=0.25,
     )
     assert "gf_tokens" in adata.obsm and "gf_tokens" in adata.uns  # tokenized on the fly
     result = adata.uns["scgf_finetune"]
@@ -314,6 +410,7 @@ def test_tokenizes_on_the_fly_and_multitask_lora(model_dir, tmp_path):
     assert meta["lora"]["r"] == 4 and (out / "adapter_config.json").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["scgf_tasks"]["big"] == ["n", "y"] and config["scgf_pooling"] == "attention"
+    assert config["attention_probs_dropout_prob"] == 0.25  # the base model's is 0
 
 
 def scgf_data(name):

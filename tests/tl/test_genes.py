@@ -62,14 +62,18 @@ def one_thread():
         yield
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, vocab_v2):
+def save_tiny_base(folder):
+    """A random 32-wide V2-shaped ``BertForMaskedLM`` (BERT's initialisation) in ``folder``."""
     torch.manual_seed(0)
     config = tiny_config("V2", hidden=32)
     config.initializer_range = 0.02
-    folder = tmp_path_factory.mktemp("tiny_gene_base")
     BertForMaskedLM(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, vocab_v2):
+    return save_tiny_base(tmp_path_factory.mktemp("tiny_gene_base"))
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,64 @@ def test_resume_gives_the_uninterrupted_weights(small, tmp_path, vocab_v2):
     assert any((fresh[k] - v).abs().max() > 1e-4 for k, v in expected.items())
 
 
+def record_batches(monkeypatch) -> list[tuple[int, tuple[int, ...]]]:
+    """Record every training batch the collator makes: (mask epoch, the cells' indices)."""
+    from scgf.tl._pretrain._masking import CellMaskCollator
+
+    seen = []
+    collate = CellMaskCollator.__call__
+
+    def recording(self, examples):
+        seen.append((self.epoch, tuple(int(e["index"]) for e in examples)))
+        return collate(self, examples)
+
+    monkeypatch.setattr(CellMaskCollator, "__call__", recording)
+    return seen
+
+
+def test_resume_across_epochs_gives_the_uninterrupted_weights(
+    small, tmp_path, vocab_v2, monkeypatch
+):
+    # 16 cells in batches of 4: 4 steps per epoch, 3 epochs, a checkpoint every 2 steps.
+    corpus = small[:16].copy()
+    seen = record_batches(monkeypatch)
+    options = dict(
+        QUICK, vocab=vocab_v2, architecture=TINY, epochs=3, save_steps=2, learning_rate=1e-2
+    )
+    whole = tmp_path / "whole"
+    assert scgf.tl.pretrain(corpus, output_dir=whole, **options)["global_step"] == 12
+    order = list(seen)
+    assert len(order) == 12
+    # every epoch sees every cell once, masked for that epoch, in its own order
+    epochs = [order[4 * e : 4 * e + 4] for e in range(3)]
+    for e, batches in enumerate(epochs):
+        assert [mask_epoch for mask_epoch, _ in batches] == [e] * 4
+        assert sorted(i for _, cells in batches for i in cells) == list(range(16))
+    shuffles = [tuple(cells for _, cells in batches) for batches in epochs]
+    assert len(set(shuffles)) == 3, shuffles  # a sampler ignoring the epoch repeats its order
+    expected = weights(whole)
+    # killed at the start of step 5 (last checkpoint: step 4, the end of epoch 1) and of
+    # step 7 (checkpoint 6, halfway through epoch 2); both resumed runs end as the whole one
+    for at, saved in ((5, 4), (7, 6)):
+        cut = tmp_path / f"cut{at}"
+        with pytest.raises(KeyboardInterrupt):
+            scgf.tl.pretrain(corpus, output_dir=cut, callbacks=[Interrupt(at)], **options)
+        assert (cut / f"checkpoint-{saved}").is_dir()
+        assert not (cut / f"checkpoint-{saved + 2}").exists()
+        seen.clear()
+        result = scgf.tl.pretrain(corpus, output_dir=cut, resume=True, **options)
+        assert result["global_step"] == 12
+        # the resumed run trains the whole run's remaining batches, with the same masks
+        assert seen[-(12 - saved) :] == order[saved:], (at, seen)
+        resumed = weights(cut)
+        for name, value in expected.items():
+            torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
+    # another seed gives another batch order (a sampler ignoring the seed fails here)
+    seen.clear()
+    scgf.tl.pretrain(corpus, output_dir=tmp_path / "seed1", **{**options, "seed": 1, "epochs": 1})
+    assert tuple(cells for _, cells in seen) != shuffles[0]
+
+
 def test_continual_pretraining_starts_from_the_checkpoint(
     small, cells, checkpoint, tmp_path, vocab_v2, monkeypatch
 ):
@@ -223,6 +281,28 @@ def test_hugging_face_dataset_corpus(small, checkpoint, tmp_path, hub_settings):
     unwrapped = datasets.Dataset.from_dict({"input_ids": [r[1:-1].tolist() for r in rows]})
     with pytest.raises(ValueError, match="not written <cls> … <eos>"):
         scgf.tl.pretrain(unwrapped, model=checkpoint, output_dir=tmp_path / "c", **QUICK)
+    # Opening a dataset checks a sample of cells only (not the whole corpus); a foreign id in
+    # a cell outside the sample is refused when that cell is read.
+    from scgf.tl._pretrain._corpus import SAMPLE_CELLS, open_corpus
+
+    cells = [r.tolist() for r in rows] * (2 * SAMPLE_CELLS // len(rows) + 1)
+    sampled = set(np.linspace(0, len(cells) - 1, SAMPLE_CELLS).astype(int).tolist())
+    hidden = min(set(range(len(cells))) - sampled)
+    cells[hidden] = [2, 25000, 3]
+    mixed = datasets.Dataset.from_dict({"input_ids": cells})
+    corpus = open_corpus(
+        mixed,
+        scgf.models.resolve(checkpoint).vocabulary,
+        tokens_key="gf_tokens",
+        layer=None,
+        gene_key=None,
+        chunk_size=8,
+        work_dir=tmp_path / "w",
+    )
+    assert corpus.n_cells == len(cells) and corpus.lengths[hidden] == 3
+    assert corpus.dataset[hidden - 1]["input_ids"].tolist() == cells[hidden - 1]
+    with pytest.raises(ValueError, match=f"cell {hidden} holds token id 25000, outside"):
+        corpus.dataset[hidden]
 
 
 def test_bad_input_is_refused_and_inputs_stay_unchanged(

@@ -253,3 +253,17 @@ def test_input_files_are_never_modified():
     vocab = scgf.vocab.build(files, gene_key="ensembl_id", method="exact", min_cells=1)
     assert vocab.n_genes > 700
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in files] == before
+
+
+def test_a_vocabulary_of_another_species_tokenizes_its_own_genes():
+    # mouse Ensembl IDs are refused by the published (human) vocabularies, but a vocabulary
+    # built from mouse cells takes them
+    counts = np.random.default_rng(0).poisson(1.0, (40, 30)).astype(np.float32)
+    mouse = ad.AnnData(sp.csr_matrix(counts))
+    mouse.var_names = [f"ENSMUSG{i:011d}" for i in range(30)]
+    vocab = scgf.vocab.build(mouse, min_cells=1, n_counts_key=None, name="mouse")
+    scgf.pp.tokenize(mouse, model=vocab)
+    first = scgf.get.tokens(mouse)[0]
+    assert len(first) == 2 + (counts[0] > 0).sum()  # <cls>, every expressed gene, <eos>
+    with pytest.raises(InputDataError, match="looks like mouse genes"):
+        scgf.pp.tokenize(mouse.copy(), model="V2")

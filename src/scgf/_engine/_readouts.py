@@ -90,6 +90,29 @@ class Logits(Readout):
         return logits.float()
 
 
+def _heads(projection, hidden: torch.Tensor, attention) -> torch.Tensor:
+    """``projection(hidden)`` split into heads: (batch, heads, positions, head size)."""
+    batch, width, _ = hidden.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    return projection(hidden).view(batch, width, heads, size).transpose(1, 2)
+
+
+def _weights(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """Eager attention weights in float32: softmax of ``q kᵀ / √d`` over the keys, with the
+    keys where ``key_mask`` (broadcast to the scores) is False left out."""
+    scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])
+    return F.softmax(scores.masked_fill(~key_mask, float("-inf")), dim=-1)
+
+
+def _received(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The attention each key receives, averaged over the real queries: ``weights`` is
+    (batch, [heads,] queries, keys), ``mask`` (batch, positions); result without the query
+    axis."""
+    shape = (mask.shape[0],) + (1,) * (weights.dim() - 3) + (mask.shape[1], 1)
+    real = mask.float().view(shape)
+    return (weights * real).sum(-2) / real.sum(-2)
+
+
 class AttentionSummary(Readout):
     """Attention weights inside the layer whose output is ``emb_layer``, summarised per key.
 
@@ -113,21 +136,18 @@ class AttentionSummary(Readout):
         self.layer = loaded.encoder.encoder.layer[n_run - 1]
         self.encoder = truncated_encoder(loaded.encoder, n_run - 1)
 
+    def layer_input(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The hidden states entering the layer read."""
+        return self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+
     def __call__(self, input_ids, mask, padded):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        hidden = self.layer_input(input_ids, mask)
         attention = self.layer.attention.self
-        batch, width, _ = hidden.shape
-        heads, size = attention.num_attention_heads, attention.attention_head_size
         queries = hidden[:, :1] if self.query == "cls" else hidden
-        q = attention.query(queries).view(batch, -1, heads, size).transpose(1, 2)
-        k = attention.key(hidden).view(batch, width, heads, size).transpose(1, 2)
-        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(size)
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        weights = F.softmax(scores, dim=-1)  # (batch, heads, queries, keys)
-        if self.query == "cls":
-            return weights[:, :, 0]
-        real = mask[:, None, :, None].float()
-        return (weights * real).sum(2) / real.sum(2)
+        q = _heads(attention.query, queries, attention)
+        k = _heads(attention.key, hidden, attention)
+        weights = _weights(q, k, mask[:, None, None, :])  # (batch, heads, queries, keys)
+        return weights[:, :, 0] if self.query == "cls" else _received(weights, mask)
 
 
 # --- Attention maps for scgf.tl.attention (per-head summaries and gene-pair weights) -------
@@ -164,25 +184,18 @@ class AttentionMaps(Readout):
         readout = self.summary
         if not self.pairs:
             return readout(input_ids, mask, padded), None
-        hidden = readout.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        hidden = readout.layer_input(input_ids, mask)
         attention = readout.layer.attention.self
-        batch, width, _ = hidden.shape
-        heads, size = attention.num_attention_heads, attention.attention_head_size
-        q = attention.query(hidden).view(batch, width, heads, size)
-        k = attention.key(hidden).view(batch, width, heads, size)
-        padding = ~mask[:, None, :]
-        real = mask[:, :, None].float()
-        summary = torch.empty(batch, heads, width, dtype=torch.float32, device=hidden.device)
+        q = _heads(attention.query, hidden, attention)
+        k = _heads(attention.key, hidden, attention)
+        batch, n_heads, width, _ = q.shape
+        summary = torch.empty(batch, n_heads, width, dtype=torch.float32, device=hidden.device)
         pairs = torch.zeros(batch, width, width, dtype=torch.float32, device=hidden.device)
-        for h in range(heads):
-            scores = (q[:, :, h] @ k[:, :, h].transpose(-1, -2)).float() / math.sqrt(size)
-            weights = F.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)
-            if readout.query == "cls":
-                summary[:, h] = weights[:, 0]
-            else:
-                summary[:, h] = (weights * real).sum(1) / real.sum(1)
+        for h in range(n_heads):
+            weights = _weights(q[:, h], k[:, h], mask[:, None, :])  # (batch, queries, keys)
+            summary[:, h] = weights[:, 0] if readout.query == "cls" else _received(weights, mask)
             if h in self.heads:
                 pairs += weights
-            del scores, weights
+            del weights
         pairs /= len(self.heads)
         return summary, pairs

@@ -182,6 +182,7 @@ class MultiTaskClassifier(BertPreTrainedModel):
         pooling: str = "cls",
         task_weights: Sequence[float] | Mapping[str, float] | None = None,
         dropout: float | None = None,
+        config_overrides: Mapping | None = None,
         **load_kwargs,
     ) -> MultiTaskClassifier:
         """A multi-task classifier whose encoder holds ``model``'s pretrained weights.
@@ -200,6 +201,9 @@ class MultiTaskClassifier(BertPreTrainedModel):
             ``None`` weighs every task 1.
         dropout
             Dropout before the heads; defaults to the config's ``hidden_dropout_prob``.
+        config_overrides
+            Config fields to change, e.g. :func:`scgf._train.config_overrides` (attention
+            dropout while training).
         **load_kwargs
             Passed to ``from_pretrained`` when the weights are read from a folder, e.g.
             :func:`scgf._train._lora.quantized_backbone_kwargs` (``dtype`` defaults to
@@ -215,7 +219,12 @@ class MultiTaskClassifier(BertPreTrainedModel):
         tasks, weights = check_tasks(tasks, task_weights)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}; use 'cls' or 'attention'.")
-        extra = {"scgf_tasks": tasks, "scgf_pooling": pooling, "scgf_task_weights": weights}
+        extra = {
+            **dict(config_overrides or {}),
+            "scgf_tasks": tasks,
+            "scgf_pooling": pooling,
+            "scgf_task_weights": weights,
+        }
         if dropout is not None:
             extra["classifier_dropout"] = float(dropout)
         if isinstance(model, PreTrainedModel):

@@ -1,10 +1,11 @@
 """The ``scgf`` command line: fetch checkpoints; tokenize, embed, perturb, fine-tune, predict,
-pretrain and evaluate with ``.h5ad`` files.
+pretrain, evaluate and read attention with ``.h5ad`` files.
 
 One module per subcommand (``_fetch``, ``_tokenize``, ``_embed``, ``_perturb``, ``_finetune``,
-``_predict``, ``_genes``, ``_pretrain``, ``_build_vocab``, ``_evaluate``), each with an
-``add_parser(sub)`` and a ``run(args)``; shared options live in ``_options``. Building the
-parser imports nothing heavy, so ``scgf --help`` is quick; each ``run`` imports what it needs.
+``_predict``, ``_genes``, ``_pretrain``, ``_build_vocab``, ``_evaluate``, ``_attention``), each
+with an ``add_parser(sub)`` and a ``run(args)``; shared options live in ``_options``. Building
+the parser imports nothing heavy, so ``scgf --help`` is quick; each ``run`` imports what it
+needs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from .. import _logging
 from .._settings import settings
 from . import (
+    _attention,
     _build_vocab,
     _embed,
     _evaluate,
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pretrain.add_parser(sub)
     _build_vocab.add_parser(sub)
     _evaluate.add_parser(sub)
+    _attention.add_parser(sub)
     return parser
 
 

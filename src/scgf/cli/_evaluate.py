@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .. import _keys
-from ._files import check_input, partial_path
+from ._files import check_input, check_output_folder, write_adata
 from ._options import positive_int
 
 
@@ -61,9 +60,7 @@ def run(args: argparse.Namespace) -> None:
 
     source = check_input(args.input)
     target = Path(args.output) if args.output else None
-    for path in (target, Path(args.table) if args.table else None):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise OSError(f"The output folder {path.parent} does not exist.")
+    check_output_folder(target, Path(args.table) if args.table else None)
     adata = ad.read_h5ad(source)
     evaluate(
         adata,
@@ -85,10 +82,5 @@ def run(args: argparse.Namespace) -> None:
         evaluation_df(adata, key=args.key_added).to_csv(args.table, index=False)
         print(f"results table written to {args.table}")
     if target is not None:
-        partial = partial_path(target)
-        try:
-            adata.write_h5ad(partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_adata(adata, target)
         print(f"results written to {target} (uns[{args.key_added!r}])")

@@ -114,6 +114,24 @@ def write_whole(source: Path, target: Path, write: Callable[[Path], None]) -> No
     output.commit()
 
 
+def write_adata(adata, target: Path) -> None:
+    """``adata.write_h5ad`` to ``target``, whole or not at all: written under the partial
+    name and renamed on success, the partial file removed on failure."""
+    partial = partial_path(target)
+    try:
+        adata.write_h5ad(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def check_output_folder(*paths: Path | None) -> None:
+    """Refuse outputs whose folder does not exist, before any work is done."""
+    for path in paths:
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise OSError(f"The output folder {Path(path).parent} does not exist.")
+
+
 def write_resumable(
     source: Path, target: Path, work: Callable[[Path], None], *, key: str, restart: bool
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import _keys
 from ..models._resolve import DEFAULT_MODEL
 from ._files import check_input, partial_path
-from ._options import positive_int
+from ._options import add_search_arguments, positive_int, read_search_space
 
 
 def _fraction(text: str) -> float:
@@ -71,7 +71,22 @@ def add_parser(sub) -> None:
     ft.add_argument("--epochs", type=float, default=10)
     ft.add_argument("--learning-rate", type=float, default=5e-5)
     ft.add_argument("--batch-size", type=positive_int, default=12)
+    ft.add_argument(
+        "--batch-tokens",
+        type=positive_int,
+        default=None,
+        help="training batches of similar-length cells holding at most this many padded "
+        "tokens (cells x longest) instead of --batch-size cells; --batch-size then sets the "
+        "evaluation batches",
+    )
     ft.add_argument("--weight-decay", type=float, default=0.001)
+    ft.add_argument(
+        "--attention-dropout",
+        type=_fraction,
+        default=None,
+        help="attention dropout while training (default: the model's); 0 is somewhat faster "
+        "on CPUs",
+    )
     ft.add_argument("--freeze-layers", type=int, default=0)
     ft.add_argument("--class-weights", choices=["balanced"], default=None)
     ft.add_argument("--early-stopping-patience", type=positive_int, default=None)
@@ -81,8 +96,7 @@ def add_parser(sub) -> None:
     ft.add_argument("--quantize", choices=["4bit"], default=None, help="QLoRA (CUDA only)")
     ft.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
     ft.add_argument("--device", default=None, help="'cpu' to train on the CPU")
-    ft.add_argument("--n-trials", type=int, default=0, help="hyperparameter search trials")
-    ft.add_argument("--storage", default=None, help="optuna storage URL of the search")
+    add_search_arguments(ft)
     ft.add_argument("--resume", action="store_true", help="continue an interrupted run")
     ft.add_argument("--overwrite", action="store_true", help="replace a previous run")
     ft.add_argument(
@@ -123,7 +137,9 @@ def run(args: argparse.Namespace) -> None:
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             batch_size=args.batch_size,
+            batch_tokens=args.batch_tokens,
             weight_decay=args.weight_decay,
+            attention_dropout=args.attention_dropout,
             freeze_layers=args.freeze_layers,
             class_weights=args.class_weights,
             early_stopping_patience=args.early_stopping_patience,
@@ -133,6 +149,7 @@ def run(args: argparse.Namespace) -> None:
             precision=args.precision,
             device=args.device or _cpu_if_distributed(local_device()),
             n_trials=args.n_trials,
+            search_space=read_search_space(args.search_space) if args.search_space else None,
             storage=args.storage,
             resume=args.resume,
             overwrite=args.overwrite,

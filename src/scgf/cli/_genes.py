@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import _keys
 from ._files import check_input, partial_path
-from ._options import positive_int
+from ._options import add_search_arguments, positive_int, read_search_space
 
 
 def add_parser(sub) -> None:
@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
         help="attention dropout while training (default: the model's; 0 is faster on CPU)",
     )
     fin.add_argument("--device", default=None)
+    add_search_arguments(fin, where="on the first fold ")
     fin.add_argument("--resume", action="store_true", help="continue a run in --output-dir")
     fin.add_argument("--overwrite", action="store_true", help="replace --output-dir")
     fin.add_argument("--key-added", default=_keys.FINETUNE_GENES)
@@ -115,6 +116,7 @@ def run_finetune(args: argparse.Namespace) -> None:
 
     source = check_input(args.input)
     labels = read_gene_labels(args.genes) if args.genes else None
+    space = read_search_space(args.search_space) if args.search_space else None
     target = Path(args.output) if args.output else None
     if target is not None and not target.parent.is_dir():
         raise FileNotFoundError(f"The output folder {target.parent} does not exist.")
@@ -138,6 +140,9 @@ def run_finetune(args: argparse.Namespace) -> None:
         precision=args.precision,
         attention_dropout=args.attention_dropout,
         device=args.device,
+        n_trials=args.n_trials,
+        search_space=space,
+        storage=args.storage,
         resume=args.resume,
         overwrite=args.overwrite,
         key_added=args.key_added,
@@ -145,6 +150,9 @@ def run_finetune(args: argparse.Namespace) -> None:
     metrics = adata.uns[args.key_added]["metrics"]
     summary = ", ".join(f"{m} {v['mean']:.3f} ± {v['sd']:.3f}" for m, v in metrics.items())
     print(f"cross-validated over genes: {summary}; models in {args.output_dir}")
+    best = adata.uns[args.key_added]["params"].get("search", {}).get("best")
+    if best:
+        print(f"trained with the search's best setting: {best}")
     if target is not None:
         _write(adata, target)
         print(f"results written to {target} (uns[{args.key_added!r}])")

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
 from ..models._resolve import DEFAULT_MODEL
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer ≥ 1."""
+def _whole_number(text: str, minimum: int, below: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(below.format(value=value))
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    return _whole_number(text, 1, "{value} must be at least 1")
 
 
 def add_input_output(parser: argparse.ArgumentParser, *, what: str, output: str) -> None:
@@ -50,8 +55,10 @@ def apply_checkpoint_interval(args: argparse.Namespace) -> None:
         settings.checkpoint_interval = args.checkpoint_interval
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, key_added: str, dtype_help: str):
-    """The model-running options ``embed`` and ``perturb`` share."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, key_added: str, dtype_help: str, pooling: bool = True
+):
+    """The model-running options ``embed``, ``perturb`` and ``attention`` share."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or local folder")
     parser.add_argument(
         "--emb-layer",
@@ -59,7 +66,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, key_added: str, dtyp
         default=-1,
         help="encoder layer read: -1 second-to-last (default), 0 last, -2 below …",
     )
-    parser.add_argument("--pooling", choices=["cls", "mean"], default=None)
+    if pooling:
+        parser.add_argument("--pooling", choices=["cls", "mean"], default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help=f"float32 or bfloat16 ({dtype_help})")
     parser.add_argument("--batch-tokens", type=positive_int, default=None)
@@ -67,13 +75,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, key_added: str, dtyp
 
 
 def model_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``tl.embed``/``tl.perturb`` from the shared options."""
+    """Keyword arguments of ``tl.embed``/``tl.perturb``/``tl.attention`` from the shared
+    options (``pooling`` only where the command has it)."""
     from .._engine._distributed import local_device
 
+    pooling = {"pooling": args.pooling} if hasattr(args, "pooling") else {}
     return dict(
         model=args.model,
         emb_layer=args.emb_layer,
-        pooling=args.pooling,
+        **pooling,
         device=args.device or local_device(),
         dtype=args.dtype,
         batch_tokens=args.batch_tokens,
@@ -85,3 +95,58 @@ def copy_input(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` unless they are the same file (in-place run)."""
     if source.resolve() != target.resolve():
         shutil.copyfile(source, target)
+
+
+def trial_count(text: str) -> int:
+    """An argparse type: a whole number of trials ≥ 0."""
+    return _whole_number(text, 0, "{value} trials; give 0 or more")
+
+
+def add_search_arguments(parser: argparse.ArgumentParser, *, where: str = "") -> None:
+    """``--n-trials``, ``--search-space`` and ``--storage`` of the fine-tuning commands."""
+    parser.add_argument(
+        "--n-trials",
+        type=trial_count,
+        default=0,
+        help=f"hyperparameter search trials {where}before training (study in "
+        "OUTPUT_DIR/search.db; --resume adds trials)",
+    )
+    parser.add_argument(
+        "--search-space",
+        metavar="FILE.json",
+        default=None,
+        help='search space: {"arg": [choices] | {"low": a, "high": b, "log": true, '
+        '"int": true}} over TrainingArguments (default: the reference\'s)',
+    )
+    parser.add_argument("--storage", default=None, help="optuna storage URL of the search")
+
+
+def read_search_space(path: str | Path) -> dict:
+    """A search space from JSON: ``[choices]``, or ``{"low", "high"}`` with optional
+    ``"log": true`` or ``"int": true``, as :func:`scgf.tl.finetune` and
+    :func:`scgf.tl.finetune_genes` take it (lists, ``(low, high)``, ``("log", low, high)``,
+    ``("int", low, high)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The search space file {path} does not exist.")
+    try:
+        given = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+    shape = (
+        f'{path} must hold a JSON object {{"argument": [choices] or {{"low": 1e-6, "high": '
+        '1e-3, "log": true}, ...}'
+    )
+    if not isinstance(given, dict):
+        raise ValueError(shape + ".")
+    space, keys = {}, {"low", "high", "log", "int"}
+    for name, spec in given.items():
+        if isinstance(spec, list):
+            space[name] = spec
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= keys:
+            kind = "log" if spec.get("log") else "int" if spec.get("int") else None
+            bounds = (spec["low"], spec["high"])
+            space[name] = (kind, *bounds) if kind else bounds
+        else:
+            raise ValueError(shape + f"; {name!r} is {spec!r}.")
+    return space

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .. import _keys
-from ._files import check_input, partial_path
+from ._files import check_input, check_output_folder, write_adata
 from ._options import add_input_output, add_model_arguments, positive_int
 
 PERTURB_TYPES = ["delete", "overexpress", "inhibit", "activate"]
@@ -72,8 +71,7 @@ def run(args: argparse.Namespace) -> None:
 
     rank, _ = world()
     source, target = check_input(args.input), Path(args.output)
-    if not target.parent.is_dir():  # before the run, not after it
-        raise FileNotFoundError(f"The output folder {target.parent} does not exist.")
+    check_output_folder(target)  # before the run, not after it
     cell_states = state_argument(args)
     adata = ad.read_h5ad(source)
     try:
@@ -85,9 +83,7 @@ def run(args: argparse.Namespace) -> None:
             )
         raise
     if rank == 0:
-        partial = partial_path(target)
-        adata.write_h5ad(partial)
-        os.replace(partial, target)
+        write_adata(adata, target)
         print(f"results written to {target} (uns[{args.key_added!r}])")
 
 

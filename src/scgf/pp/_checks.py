@@ -106,7 +106,8 @@ def check_gene_overlap(
     # On the way to success, evenly spaced samples of the identifiers decide (mapping every
     # text column of a 30k-gene var in full costs ~0.2 s per call); errors use everything.
     sample = _sample_rows(n_vars)
-    evidence = non_human_evidence(identifiers[sample])
+    human_vocab = _is_human(vocab)
+    evidence = non_human_evidence(identifiers[sample]) if human_vocab else None
     if overlap_ok and evidence is None:
         others = _other_sources(var.iloc[sample], vocab, gene_key)
         usable = max(1, min_overlap * len(sample))
@@ -119,7 +120,8 @@ def check_gene_overlap(
             )
         return
     others = _other_sources(var, vocab, gene_key)
-    evidence = non_human_evidence(identifiers)
+    # a vocabulary of another species (built with scgf.vocab.build) takes its own genes
+    evidence = non_human_evidence(identifiers) if human_vocab else None
     if evidence is not None:
         raise InputDataError(
             _non_human_message(evidence, source, gene_key, n_mapped, n_vars, overlap_ok, vocab)
@@ -128,15 +130,17 @@ def check_gene_overlap(
     if overlap_ok:
         return
     kind = describe_identifiers(normalize_gene_ids(identifiers[:2000]))
+    species = "human genes" if human_vocab else "genes"
     lines = [
         f"Only {n_mapped} of {n_vars} genes ({n_mapped / max(n_vars, 1):.1%}) in {source} are in "
-        f"the {vocab.name} vocabulary ({vocab.n_genes} human genes); {source} holds {kind}."
+        f"the {vocab.name} vocabulary ({vocab.n_genes} {species}); {source} holds {kind}."
     ]
     better = [o.hint + f" ({o.hits} genes)" for o in others if o.hits > n_mapped]
     if better:
         lines.append("Other columns map better: " + ", ".join(better) + ".")
+    needs = "human Ensembl gene IDs or symbols" if human_vocab else "the vocabulary's gene IDs"
     lines.append(
-        "Geneformer needs human Ensembl gene IDs or symbols; pass gene_key= naming the var "
+        f"Geneformer needs {needs}; pass gene_key= naming the var "
         f"column that holds them, or lower min_overlap (now {min_overlap}) if this is intended."
     )
     raise InputDataError(" ".join(lines))
@@ -144,6 +148,13 @@ def check_gene_overlap(
 
 # Identifiers looked at per column when deciding that all is well.
 SAMPLE_SIZE = 2000
+
+
+def _is_human(vocab: Vocabulary) -> bool:
+    """Whether ``vocab``'s genes are human (the published vocabularies; a custom one may hold
+    another species' Ensembl IDs)."""
+    genes = np.asarray(vocab.gene_ids, dtype=object)
+    return non_human_evidence(genes[_sample_rows(len(genes))]) is None
 
 
 def _sample_rows(n: int) -> np.ndarray:

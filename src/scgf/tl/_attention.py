@@ -102,10 +102,15 @@ def attention(
     device to one entry per distinct pair and merged on the host, so memory grows with the
     gene pairs that occur together in some cell, never with the vocabulary squared. A gene's
     value is written at the first variable that maps to its vocabulary token.
+
+    Under ``torchrun --nproc_per_node N`` each process reads the attention of a contiguous
+    block of cells; the per-cell entries and gene-pair sums are merged so that every process
+    ends with the same results as one process would.
     """
     import torch
 
     from .._engine import Runner, load_model, resolve_device, resolve_dtype
+    from .._engine._distributed import gather_records, shard, world
     from .._engine._readouts import AttentionMaps, layer_count
     from ._attention_kernels import batch_genes, cell_entries, pair_accumulator, pair_entries
 
@@ -149,12 +154,17 @@ def attention(
     gene_of_token = gene_of_token.to(torch_device)
     pairs = pair_accumulator(n_genes, torch_device) if gene_pairs else None
 
+    rank, size = world()
+    first, stop = shard(target.n_obs, rank, size)
     cells, cols, values = [], [], []
     with tqdm(
-        total=target.n_obs, unit="cells", desc="attention", disable=not settings.progress
+        total=stop - first,
+        unit="cells",
+        desc="attention",
+        disable=not (settings.progress and rank == 0),
     ) as bar:
-        for lo in range(0, target.n_obs, chunk_size):
-            chunk = as_csr(tokens[lo : lo + chunk_size])
+        for lo in range(first, stop, chunk_size):
+            chunk = as_csr(tokens[lo : min(lo + chunk_size, stop)])
             for batch in runner.run(chunk, progress=bar):
                 summary, maps = batch.output
                 ids = batch.input_ids.to(torch_device)
@@ -169,9 +179,14 @@ def attention(
             bar.update(int((np.diff(chunk.indptr) == 0).sum()))  # cells without tokens
 
     width = 1 + n_heads if keep_heads else 1
-    cells = np.concatenate(cells) if cells else np.empty(0, np.int64)
-    cols = np.concatenate(cols) if cols else np.empty(0, np.int64)
-    values = np.concatenate(values) if values else np.empty((0, width), np.float32)
+    entries = gather_records(
+        {
+            "cells": np.concatenate(cells) if cells else np.empty(0, np.int64),
+            "cols": np.concatenate(cols) if cols else np.empty(0, np.int64),
+            "values": np.concatenate(values) if values else np.empty((0, width), np.float32),
+        }
+    )
+    cells, cols, values = entries["cells"], entries["cols"], entries["values"]
 
     def per_cell(column: int) -> sp.csr_matrix:
         matrix = sp.csr_matrix(
@@ -189,7 +204,7 @@ def attention(
             target.layers[f"{key_added}_head{h}"] = per_cell(1 + h)
         written.append(f"layers['{key_added}_head0..{n_heads - 1}']")
     if pairs is not None:
-        _store_pairs(target, key_added, pairs, var_of_gene, top_k, min_cells)
+        _store_pairs(target, key_added, _pairs_across(pairs), var_of_gene, top_k, min_cells)
         written += [f"varp[{key_added!r}]", f"varp['{key_added}_n_cells']"]
     target.uns[key_added] = {
         "params": {
@@ -235,10 +250,30 @@ def _check_heads(heads, n_heads: int) -> tuple[list[int], bool]:
     return sorted({int(h) for h in chosen}), False
 
 
+def _pairs_across(pairs) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(n_genes, (keys, sums, counts))`` of the gene pairs of every process (under
+    ``torchrun`` each process holds its block of cells' sums)."""
+    import torch
+
+    from .._engine._distributed import gather_records, sum_across, world
+    from ._attention_kernels import coalesce
+
+    if world()[1] == 1:
+        return pairs.n_genes, pairs.result()
+    if pairs.kind == "dense":  # the same (n_genes + 1)² layout everywhere: add element-wise
+        device = pairs.sums.device
+        pairs.sums = torch.from_numpy(sum_across(pairs.sums.cpu().numpy())).to(device)
+        pairs.counts = torch.from_numpy(sum_across(pairs.counts.cpu().numpy())).to(device)
+        return pairs.n_genes, pairs.result()
+    merged = gather_records(dict(zip(("keys", "sums", "counts"), pairs.result(), strict=True)))
+    return pairs.n_genes, coalesce(merged["keys"], merged["sums"], merged["counts"])
+
+
 def _store_pairs(target, key, pairs, var_of_gene, top_k, min_cells) -> None:
     from ._attention_kernels import top_pairs
 
-    query, key_gene, means, counts = top_pairs(*pairs.result(), pairs.n_genes, top_k, min_cells)
+    n_genes, result = pairs
+    query, key_gene, means, counts = top_pairs(*result, n_genes, top_k, min_cells)
     rows, cols = var_of_gene[query], var_of_gene[key_gene]
     shape = (target.n_vars, target.n_vars)
     mean = sp.csr_matrix((means.astype(np.float32), (rows, cols)), shape=shape)

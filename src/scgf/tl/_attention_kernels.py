@@ -97,7 +97,7 @@ class DensePairSums:
         )
 
 
-def _coalesce(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray):
+def coalesce(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray):
     """Sum the entries of equal keys; keys come out sorted."""
     order = np.argsort(keys, kind="stable")
     keys, sums, counts = keys[order], sums[order], counts[order]
@@ -141,7 +141,7 @@ class SparsePairSums:
         if not self.pending:
             return
         parts = [(self.keys, self.sums, self.counts), *self.pending]
-        self.keys, self.sums, self.counts = _coalesce(
+        self.keys, self.sums, self.counts = coalesce(
             *(np.concatenate([p[i] for p in parts]) for i in range(3))
         )
         self.pending, self.n_pending = [], 0

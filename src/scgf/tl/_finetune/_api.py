@@ -32,7 +32,9 @@ def finetune(
     epochs: float = 10,
     learning_rate: float = 5e-5,
     batch_size: int = 12,
+    batch_tokens: int | None = None,
     weight_decay: float = 0.001,
+    attention_dropout: float | None = None,
     freeze_layers: int = 0,
     class_weights: Literal["balanced"] | Mapping | None = None,
     early_stopping_patience: int | None = None,
@@ -95,6 +97,26 @@ def finetune(
     epochs, learning_rate, batch_size, weight_decay
         Training length and optimiser settings (the reference's: 10 epochs, 5e-5, 12 cells
         per device, 0.001).
+    batch_tokens
+        Train on length-grouped batches of at most this many padded tokens (cells × the
+        batch's longest cell) instead of ``batch_size`` cells: many short cells or a few
+        long ones per batch, so little padding and about the same memory at every step (a
+        cell longer than the budget is a batch of its own). ``batch_size`` then sets only
+        the evaluation batches. The order depends on ``random_state`` and the epoch only
+        (``resume`` gives the same weights). The learning rate still applies per optimizer
+        step, but a step averages the loss over a varying number of cells (each cell of a
+        small batch of long cells weighs more) and an epoch has as many steps as batches:
+        ``batch_tokens`` ≈ ``batch_size`` × the mean cell length keeps about the steps per
+        epoch of ``batch_size``; a larger budget gives fewer, larger steps (raise the
+        learning rate or the epochs to match). Step counts (``max_steps``, ``warmup_steps``,
+        ``save_steps`` in ``training_args``) count these batches. Under ``torchrun`` the
+        budget is per process. ``None``: ``batch_size`` cells per batch.
+    attention_dropout
+        Dropout on the attention weights while training; ``None`` keeps the model's
+        (Geneformer's: 0.02). On a CPU the dropout runs as the fused attention kernel plus a
+        sparse correction (PyTorch's own would take the unfused path); ``0.0`` saves the
+        correction's remaining cost but regularises less (check the validation score on
+        your task). The saved model's config holds the value used.
     freeze_layers
         Freeze the embeddings and this many of the lowest encoder layers.
     class_weights
@@ -159,7 +181,9 @@ def finetune(
     ``None``, or the copy when ``copy=True``.
     """
     from ..._engine._device import resolve_device
+    from ..._train import config_overrides
     from ..._train._lora import quantized_backbone_kwargs
+    from ..._train._trainer import check_batch_tokens
     from ...get import check_token_vocabulary
     from ...models import resolve
     from ._model import lora_settings, n_layers_of
@@ -178,6 +202,9 @@ def finetune(
         )
     if split_key is not None and group_key is not None:
         raise ValueError("Pass split_key= or group_key=, not both.")
+    config_overrides(attention_dropout=attention_dropout)  # a bad rate fails here, not later
+    if batch_tokens is not None:
+        batch_tokens = check_batch_tokens(batch_tokens)
     for key in (split_key, group_key):
         if key is not None and key not in target.obs:
             raise KeyError(f"adata.obs has no column {key!r}.")
@@ -232,7 +259,9 @@ def finetune(
         "epochs": epochs,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
+        "batch_tokens": batch_tokens,
         "weight_decay": weight_decay,
+        "attention_dropout": None if attention_dropout is None else float(attention_dropout),
         "freeze_layers": freeze_layers,
         "class_weights": class_weights,
         "early_stopping_patience": early_stopping_patience,

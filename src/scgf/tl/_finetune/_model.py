@@ -32,8 +32,11 @@ def _load_kwargs(quantize_kwargs: dict) -> dict:
     return {"dtype": torch.float32, "attn_implementation": "sdpa", **quantize_kwargs}
 
 
-def single_task(record, model, classes: list[str], quantize_kwargs: dict):
-    """``BertForSequenceClassification`` with the checkpoint's encoder and a new head."""
+def single_task(
+    record, model, classes: list[str], quantize_kwargs: dict, overrides: dict | None = None
+):
+    """``BertForSequenceClassification`` with the checkpoint's encoder and a new head;
+    ``overrides`` are config fields to change (:func:`scgf._train.config_overrides`)."""
     from transformers import BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -41,6 +44,7 @@ def single_task(record, model, classes: list[str], quantize_kwargs: dict):
         "num_labels": len(classes),
         "id2label": dict(enumerate(classes)),
         "label2id": {c: i for i, c in enumerate(classes)},
+        **dict(overrides or {}),
     }
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
@@ -111,8 +115,10 @@ def build(
     freeze_layers: int,
     lora: dict | None,
     quantize_kwargs: dict,
+    config_overrides: dict | None = None,
 ):
-    """The model to train (called by ``Trainer`` through ``model_init``, after seeding)."""
+    """The model to train (called by ``Trainer`` through ``model_init``, after seeding);
+    ``config_overrides`` change the checkpoint's config (e.g. attention dropout)."""
     if multitask:
         from ..._train._multitask import MultiTaskClassifier
 
@@ -121,12 +127,13 @@ def build(
             tasks,
             pooling=pooling,
             task_weights=task_weights,
+            config_overrides=config_overrides,
             **quantize_kwargs,
         )
         task = "multitask_cell_classification"
     else:
         (classes,) = tasks.values()
-        classifier = single_task(record, model, classes, quantize_kwargs)
+        classifier = single_task(record, model, classes, quantize_kwargs, config_overrides)
         task = "cell_classification"
     if lora is not None:
         from ..._train._lora import apply_lora

@@ -116,6 +116,7 @@ class Job:
                 hf_logging.enable_progress_bar()
 
     def _build(self):
+        from ..._train import config_overrides
         from ._model import build
 
         return build(
@@ -128,6 +129,7 @@ class Job:
             freeze_layers=self.params["freeze_layers"],
             lora=self.lora,
             quantize_kwargs=self.quantize_kwargs,
+            config_overrides=config_overrides(attention_dropout=self.params["attention_dropout"]),
         )
 
     def trainer(self, args, *, search: bool = False):
@@ -158,6 +160,7 @@ class Job:
                 self.params["class_weights"], self.codes[self.split == 0], self.tasks
             ),
             task_weights=weights,
+            batch_tokens=self.params["batch_tokens"],
         )
         trainer.remove_callback(PrinterCallback)  # LogCallback logs through scgf instead
         return trainer
@@ -272,6 +275,10 @@ class Job:
             and k not in ("output_dir", "logging_dir", "hub_token")
             and not (defaults[k] is None and not v)
         }
+        # scgf's own training settings (not TrainingArguments fields), when given
+        for key in ("attention_dropout", "batch_tokens"):
+            if self.params[key] is not None:
+                changed[key] = self.params[key]
         metrics = result.metrics
         if not self.multitask:
             (metrics,) = metrics.values()

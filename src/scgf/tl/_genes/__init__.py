@@ -5,6 +5,7 @@
 - :mod:`._folds`: stratified folds over genes, validation/test split, binary balancing;
 - :mod:`._training`: one training on ``scgf._train``, its evaluation and saved folder;
 - :mod:`._aggregate`: per-token probabilities averaged over the cells holding each gene;
+- :mod:`._search`: the hyperparameter search's target (the first fold, scored per gene);
 - :mod:`._api`: the AnnData shells.
 """
 

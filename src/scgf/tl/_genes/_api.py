@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,9 @@ def finetune_genes(
     device: str | torch.device | None = None,
     batch_tokens: int | None = None,
     callbacks: Sequence | None = None,
+    n_trials: int = 0,
+    search_space: Mapping | Callable | None = None,
+    storage: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     training_args: dict[str, Any] | None = None,
@@ -108,18 +111,37 @@ def finetune_genes(
         CUDA GPUs that support it, else fp32. Evaluation runs in float32.
     attention_dropout
         Attention-probability dropout while training; ``None`` keeps the model's own (0.02
-        for Geneformer, as the reference trains). ``0.0`` lets PyTorch's fused attention
-        kernels run on CPU, which have no dropout: about 8× faster per step on long cells
-        there (no difference on CUDA). The saved config keeps the model's value.
+        for Geneformer, as the reference trains). On a CPU the dropout runs as the fused
+        attention kernel plus a sparse correction; ``0.0`` saves the correction's remaining
+        cost (no difference on CUDA) but regularises less. The saved config holds the value
+        used.
     device
         Where to train; by default the first of CUDA, MPS, CPU.
     batch_tokens
         Padded tokens per evaluation batch.
     callbacks
-        Extra ``transformers.TrainerCallback`` objects for every training.
+        Extra ``transformers.TrainerCallback`` objects for every training (not the search's
+        trials).
+    n_trials
+        First run this many optuna trials of a hyperparameter search on the **first fold**:
+        each trial trains on that fold's training genes and is scored by the per-gene
+        macro-F1 of its validation genes (pruning bad trials); every fold and the final
+        model are then trained with the best trial's setting. The study is kept in
+        ``output_dir/search.db``; ``resume=True`` adds trials to it (``n_trials=0`` with
+        ``resume=True`` reuses its best setting without new trials).
+    search_space
+        The search space: ``{argument: (low, high) | ("log", low, high) | [choices]}`` over
+        ``TrainingArguments`` fields, or a function ``trial -> dict``; default the
+        reference's (spec §6.4), as :func:`~scgf.tl.finetune`'s.
+    storage
+        An optuna storage URL for the study instead of ``output_dir/search.db`` (e.g. a
+        database shared by several machines); with ``n_trials=0``, the stored study's best
+        setting is used.
     resume
         Continue an interrupted run in ``output_dir``: finished folds are read back, a fold in
         progress resumes from its last checkpoint (same data, model and parameters only).
+        After a search whose best setting changed, folds trained with the old one are
+        trained again.
     overwrite
         Replace what ``output_dir`` holds.
     training_args
@@ -129,7 +151,9 @@ def finetune_genes(
     key_added
         ``adata.uns[key_added]``: ``params``, ``classes``, ``folds`` (``{"0": test metrics
         with ``validation`` and ``token_level`` entries, ...}``), ``metrics`` (mean and sd
-        over folds), ``genes`` (each labelled gene's held-out prediction) and
+        over folds), ``genes`` (each labelled gene's held-out prediction), ``search``
+        (optuna's trial table, with a search; the best setting is in
+        ``params["search"]["best"]`` and ``params["training_arguments"]``) and
         ``output_dir``.
     copy
         Return a copy instead of writing into ``adata``.
@@ -153,6 +177,7 @@ def finetune_genes(
     if max_folds is not None and not 1 <= max_folds <= n_folds:
         raise ValueError(f"max_folds={max_folds}; use 1 to n_folds={n_folds} (or None: all).")
     check_class_sizes(labels, n_folds)
+    _check_search(n_trials, search_space)
     output = Path(output_dir)
     _check_output_dir(output, resume=resume, overwrite=overwrite)
     tokens, token_uns = _tokens(target, vocab, tokens_key)
@@ -191,7 +216,7 @@ def finetune_genes(
         "precision": plan.precision,
         "tokens_key": tokens_key,
         "var_key": var_key,
-        "training_arguments": plan.arguments(),
+        "training_arguments": plan.arguments(),  # the search's best setting added below
     }
     if overwrite and output.exists():
         shutil.rmtree(output)
@@ -201,7 +226,10 @@ def finetune_genes(
     )
     token_info = token_uns or {"params": dict(target.uns[tokens_key]["params"])}
     context = _Context(plan, tokens, labels, output, params, token_info, batch_tokens, resume)
-    context.base_fingerprint["cells"] = cells_fingerprint(target.obs_names)
+    context.cells = cells_fingerprint(target.obs_names)
+    search = context.search(
+        folds[0], balance, n_trials=n_trials, search_space=search_space, storage=storage
+    )
     results = [context.run_fold(fold, balance) for fold in folds]
     summary = _summary(results)
     if final_model:
@@ -219,6 +247,8 @@ def finetune_genes(
         "genes": _gene_table(labels, folds, results),
         "output_dir": str(output),
     }
+    if search is not None:
+        out.uns[key_added]["search"] = search
     text = ", ".join(f"{m} {s['mean']:.3f} ± {s['sd']:.3f}" for m, s in summary.items())
     _logging.info(f"    finished: test genes {text}; added uns[{key_added!r}]", time=start)
     return data if copy else None
@@ -237,10 +267,61 @@ class _Context:
             tokens.data.astype(np.int64), minlength=self.vocab_size
         ).astype(np.int64)
         self.tokenization = dict(token_uns["params"])
-        self.base_fingerprint = {
-            "tokens": tokens_fingerprint(tokens),
-            **{k: v for k, v in params.items() if k not in ("final_model", "max_folds")},
+        self.tokens_fingerprint = tokens_fingerprint(tokens)
+        self.cells: str | None = None  # the cells' fingerprint, set by the caller
+        self.searched = False  # trainings use a search's best setting
+
+    @property
+    def base_fingerprint(self) -> dict:
+        """What every training is computed from: cells, tokens and parameters (among them the
+        training arguments, a search's best setting included)."""
+        skip = ("final_model", "max_folds", "search")
+        return {
+            "tokens": self.tokens_fingerprint,
+            "cells": self.cells,
+            **{k: v for k, v in self.params.items() if k not in skip},
         }
+
+    def search(
+        self, fold, balance: bool, *, n_trials: int, search_space, storage: str | None
+    ) -> pd.DataFrame | None:
+        """Search on ``fold`` (``n_trials`` > 0) or read a stored study (``n_trials=0``:
+        ``storage``, or ``output_dir/search.db`` when resuming), then train everything with
+        the best setting; returns the trial table (``None`` without a search)."""
+        from .._finetune._output import SEARCH_DIR
+        from .._finetune._search import search, stored_search
+        from ._search import GeneSearch
+
+        target = GeneSearch(
+            plan=self.plan,
+            tokens=self.tokens,
+            labels=self.labels,
+            fold=fold,
+            train_index=self._train_genes(fold.train, balance),
+            vocab_size=self.vocab_size,
+            output_dir=self.output,
+            base_fingerprint=self.base_fingerprint,
+            batch_tokens=self.batch_tokens,
+        )
+        if n_trials:
+            target.check_validation()  # before anything is written
+            self.output.mkdir(parents=True, exist_ok=True)
+            best, table = search(
+                target, n_trials=n_trials, search_space=search_space, storage=storage
+            )
+            shutil.rmtree(self.output / SEARCH_DIR, ignore_errors=True)  # the trials' folders
+        else:
+            found = stored_search(target, storage=storage) if self.resume or storage else None
+            if found is None:
+                return None
+            best, table = found
+        self.plan.training_args = {**self.plan.training_args, **best}
+        self.params["training_arguments"] = self.plan.arguments()
+        self.params["search"] = {"fold": fold.index, "best": best}
+        if table is not None:  # None on the other processes under torchrun
+            self.params["search"]["n_trials"] = len(table)
+        self.searched = True
+        return table
 
     def _train_genes(self, index: np.ndarray, balance: bool) -> np.ndarray:
         from ._folds import balance_binary
@@ -281,24 +362,33 @@ class _Context:
             folder,
             fingerprint=fingerprint,
             resume=self.resume,
+            restart_if_changed=self.searched,
         )
 
     def _saved(self, folder: Path, fingerprint: dict) -> dict | None:
         """The metadata of a model this run finished earlier (``resume``), checked to come
-        from the same data and parameters."""
-        from ..._resume import check_same
+        from the same data and parameters. After a search (whose study was checked to come
+        from the same data and settings), a model trained with another setting is trained
+        again instead."""
+        from ..._resume import ResumeMismatchError, check_same
         from ..._train._saved import read_metadata
 
         saved = read_metadata(folder) if self.resume else None
         if saved is None or "fingerprint" not in saved:
             return None
-        check_same(
-            saved["fingerprint"],
-            fingerprint,
-            str(folder),
-            "fine-tune with the same data, model and parameters to resume, or pass "
-            "overwrite=True or another output_dir.",
-        )
+        try:
+            check_same(
+                saved["fingerprint"],
+                fingerprint,
+                str(folder),
+                "fine-tune with the same data, model and parameters to resume, or pass "
+                "overwrite=True or another output_dir.",
+            )
+        except ResumeMismatchError:
+            if not self.searched:
+                raise
+            _logging.info(f"    {folder.name}: trained with another setting; training again")
+            return None
         return saved
 
     def _metadata(self, metrics: dict, genes: dict) -> dict:
@@ -315,6 +405,7 @@ class _Context:
             "metrics": metrics,
             "training_arguments": self.plan.arguments(),
             "lora": lora,
+            "search": self.params.get("search"),
             "genes": genes,
         }
 
@@ -463,6 +554,18 @@ def _gene_ids(target, tokens_key) -> np.ndarray:
     params = target.uns.get(tokens_key, {}).get("params", {})
     gene_key = params.get("gene_key") if tokens_key in target.obsm else None
     return np.asarray(target.var[gene_key] if gene_key else target.var_names, dtype=object)
+
+
+def _check_search(n_trials, search_space) -> None:
+    """Search options that would fail later, refused before anything is written."""
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int | np.integer) or n_trials < 0:
+        raise ValueError(f"n_trials={n_trials!r}; pass a whole number of trials ≥ 0.")
+    if n_trials:
+        from ..._optional import import_optional
+        from .._finetune._search import hp_space
+
+        import_optional("optuna", feature="Hyperparameter search (n_trials=)")
+        hp_space(search_space)
 
 
 def _check_output_dir(output: Path, *, resume: bool, overwrite: bool) -> None:

@@ -4,13 +4,16 @@ runner, and its saved folder (a transformers token-classification folder + ``scg
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..._train import LengthGroupedTrainer
 from ..._train._data import IGNORE_INDEX
 from ._aggregate import GeneProbabilities
 
@@ -58,14 +61,15 @@ def base_model(plan: TrainingPlan):
     from transformers import BertForTokenClassification
     from transformers.utils import logging as hf_logging
 
+    from ..._train import config_overrides
+
     classes = list(plan.classes)
     labels = dict(
         num_labels=len(classes),
         id2label=dict(enumerate(classes)),
         label2id={c: i for i, c in enumerate(classes)},
     )
-    if plan.attention_dropout is not None:
-        labels["attention_probs_dropout_prob"] = plan.attention_dropout
+    labels.update(config_overrides(attention_dropout=plan.attention_dropout))
     record = plan.record
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialised classifier weights": on purpose
@@ -114,36 +118,18 @@ def _encoder_state(model) -> dict:
     return encoder_of(model).state_dict()
 
 
-def train(
-    plan: TrainingPlan,
-    tokens: sp.csr_matrix,
-    token_labels: np.ndarray,
-    folder: Path,
-    *,
-    fingerprint: dict,
-    resume: bool,
-):
-    """Train a fresh classifier on the tokens labelled by ``token_labels`` (indexed by token
-    id, negative = ``-100``) in the cells that hold any of them; checkpoints under
-    ``folder/checkpoints`` (resumed from with ``resume``). Returns the trained model, LoRA
-    merged, in evaluation mode."""
-    from transformers import PrinterCallback
+def model_init(plan: TrainingPlan, trial=None):
+    """``Trainer(model_init=...)``: a fresh :func:`base_model` at every (re)start, built after
+    the Trainer has seeded from ``args.seed`` (so a trial and the training that repeats its
+    setting start from the same head)."""
+    return base_model(plan)
 
-    from ..._logging import debug
-    from ..._train import (
-        LengthGroupedTrainer,
-        LogCallback,
-        TokenClassificationCollator,
-        TokenDataset,
-        last_checkpoint,
-        training_arguments,
-    )
 
-    dataset = TokenDataset(tokens, token_labels=token_labels)
-    checkpoints = folder / CHECKPOINTS
-    checkpoint = last_checkpoint(checkpoints, fingerprint, restart=not resume)
-    torch.manual_seed(plan.random_state)
-    model = base_model(plan)
+def arguments(plan: TrainingPlan, folder: Path, **overrides):
+    """The ``TrainingArguments`` of a training in ``folder``: the plan's settings (the
+    reference's gene-classifier defaults), its ``training_args``, then ``overrides``."""
+    from ..._train import training_arguments
+
     options = dict(
         per_device_train_batch_size=plan.batch_size,
         per_device_eval_batch_size=plan.batch_size,
@@ -156,16 +142,95 @@ def train(
         fp16=plan.precision == "fp16",
         use_cpu=plan.device.type == "cpu",
     )
-    args = training_arguments(checkpoints, **{**options, **plan.training_args})
-    trainer = LengthGroupedTrainer(
-        model=model,
+    return training_arguments(folder, **{**options, **plan.training_args, **overrides})
+
+
+class GeneTrainer(LengthGroupedTrainer):
+    """``LengthGroupedTrainer`` whose ``evaluate()`` is ``evaluator(model)``: per-gene metrics
+    (probabilities averaged over the cells expressing each gene), not the Trainer's per-token
+    loop, so a hyperparameter search optimises the metric the folds report."""
+
+    def __init__(self, *args, evaluator: Callable | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.evaluator = evaluator
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        if self.evaluator is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(self.model).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
+
+
+def gene_trainer(
+    plan: TrainingPlan,
+    tokens: sp.csr_matrix,
+    token_labels: np.ndarray,
+    args,
+    *,
+    callbacks: list | None = None,
+    eval_labels: np.ndarray | None = None,
+    evaluator: Callable | None = None,
+) -> GeneTrainer:
+    """A Trainer of fresh classifiers (``model_init``) on the cells holding any token that
+    ``token_labels`` labels; ``eval_labels`` and ``evaluator`` give it an evaluation."""
+    from transformers import PrinterCallback
+
+    from ..._train import LogCallback, TokenClassificationCollator, TokenDataset
+
+    trainer = GeneTrainer(
+        model_init=partial(model_init, plan),
         args=args,
-        train_dataset=dataset,
+        train_dataset=TokenDataset(tokens, token_labels=token_labels),
+        eval_dataset=None
+        if eval_labels is None
+        else TokenDataset(tokens, token_labels=eval_labels),
         data_collator=TokenClassificationCollator(pad_id=plan.vocab.pad_id),
-        callbacks=[LogCallback(), *plan.callbacks],
+        callbacks=[LogCallback(), *(callbacks or [])],
+        evaluator=evaluator,
     )
     trainer.remove_callback(PrinterCallback)  # LogCallback logs through scgf instead
-    debug(f"    training on {len(dataset)} cells" + (f" from {checkpoint}" if checkpoint else ""))
+    return trainer
+
+
+def train(
+    plan: TrainingPlan,
+    tokens: sp.csr_matrix,
+    token_labels: np.ndarray,
+    folder: Path,
+    *,
+    fingerprint: dict,
+    resume: bool,
+    restart_if_changed: bool = False,
+):
+    """Train a fresh classifier on the tokens labelled by ``token_labels`` (indexed by token
+    id, negative = ``-100``) in the cells that hold any of them; checkpoints under
+    ``folder/checkpoints`` (resumed from with ``resume``; with ``restart_if_changed``, the
+    checkpoints of another setting are discarded instead of refused). Returns the trained
+    model, LoRA merged, in evaluation mode."""
+    from ..._logging import debug
+    from ..._resume import ResumeMismatchError
+    from ..._train import last_checkpoint
+
+    checkpoints = folder / CHECKPOINTS
+    try:
+        checkpoint = last_checkpoint(checkpoints, fingerprint, restart=not resume)
+    except ResumeMismatchError:
+        if not restart_if_changed:
+            raise
+        # A search's best setting changed since this training began: start it over.
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        checkpoint = last_checkpoint(checkpoints, fingerprint, restart=True)
+    trainer = gene_trainer(
+        plan, tokens, token_labels, arguments(plan, checkpoints), callbacks=plan.callbacks
+    )
+    debug(
+        f"    training on {len(trainer.train_dataset)} cells"
+        + (f" from {checkpoint}" if checkpoint else "")
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # checkpoint writing; the Trainer has its own bar
@@ -173,10 +238,12 @@ def train(
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         hf_logging.enable_progress_bar()
-    model = trainer.model
-    if plan.lora is not None:
-        model = model.merge_and_unload()
-    return model.eval()
+    return merged(trainer.model, plan).eval()
+
+
+def merged(model, plan: TrainingPlan):
+    """The model with its LoRA adapters merged into the weights (itself without LoRA)."""
+    return model.merge_and_unload() if plan.lora is not None else model
 
 
 def probabilities(
@@ -226,10 +293,6 @@ def save(model, plan: TrainingPlan, folder: Path, metadata: dict) -> None:
     from ...vocab._vocabulary import find_dictionary_files
 
     folder.mkdir(parents=True, exist_ok=True)
-    # A training-only setting: the saved config keeps the base model's attention dropout.
-    base_dropout = (plan.record.config or {}).get("attention_probs_dropout_prob")
-    if plan.attention_dropout is not None and base_dropout is not None:
-        model.config.attention_probs_dropout_prob = base_dropout
     hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(folder)

@@ -36,7 +36,7 @@ from ...vocab import Vocabulary
 from ._errors import EmptyCorpusError
 
 ARROW_FINGERPRINT = b"scgf_vocabulary_fingerprint"
-SAMPLE_CELLS = 256  # cells whose special-token layout is checked in a foreign dataset
+SAMPLE_CELLS = 256  # cells of a foreign dataset checked when it is opened (ids, layout)
 
 
 @dataclass
@@ -60,26 +60,49 @@ class Corpus:
 
 
 class ArrowTokens(torch.utils.data.Dataset):
-    """Cells of a memory-mapped Hugging Face dataset with an ``input_ids`` column."""
+    """Cells of a memory-mapped Hugging Face dataset with an ``input_ids`` column.
 
-    def __init__(self, dataset):
+    Only the lengths are read up front (the ``length`` column, else the Arrow list offsets);
+    a cell's ids are read when it is asked for, and checked then to be ids of the
+    vocabulary (``vocab_size``, with ``label`` naming the source in the error).
+    """
+
+    def __init__(self, dataset, vocab_size: int | None = None, label: str = "the dataset"):
         import pyarrow.compute as pc
 
+        self.vocab_size, self.label = vocab_size, label
         self.dataset = dataset.with_format("numpy", columns=["input_ids"])
         table = dataset.data
+        # int32 and no index when every row is a cell: the per-cell state stays a few bytes
+        # a cell (Genecorpus-30M has 27 million)
         if "length" in dataset.column_names:
-            lengths = np.asarray(table.column("length").to_numpy(), dtype=np.int64)
+            lengths = np.asarray(table.column("length").to_numpy(), dtype=np.int32)
         else:
-            lengths = np.asarray(pc.list_value_length(table.column("input_ids")), dtype=np.int64)
-        self.index = np.flatnonzero(lengths > 0)
-        self.lengths = lengths[self.index]
+            lengths = np.asarray(pc.list_value_length(table.column("input_ids")), dtype=np.int32)
+        empty = lengths <= 0
+        self.index = np.flatnonzero(~empty) if empty.any() else None
+        self.lengths = lengths if self.index is None else lengths[self.index]
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.lengths)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        ids = self.dataset[int(self.index[item])]["input_ids"]
-        return {"input_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))}
+        row = int(item if self.index is None else self.index[item])
+        ids = np.asarray(self.dataset[row]["input_ids"], dtype=np.int64)
+        # a sample of cells was checked when the corpus was opened (reading every cell then
+        # would read the whole corpus); each cell is checked as it is read
+        if (
+            self.vocab_size is not None
+            and len(ids)
+            and (ids.max() >= self.vocab_size or ids.min() < 0)
+        ):
+            bad = int(ids[(ids >= self.vocab_size) | (ids < 0)][0])
+            raise ValueError(
+                f"{self.label}: cell {row} holds token id {bad}, outside the vocabulary (ids "
+                f"0-{self.vocab_size - 1}): its tokens were made with another vocabulary. "
+                "Use a model of that vocabulary, or tokenize the cells again."
+            )
+        return {"input_ids": torch.from_numpy(ids)}
 
 
 class ConcatTokens(torch.utils.data.ConcatDataset):
@@ -95,7 +118,8 @@ class SubsetTokens(torch.utils.data.Dataset):
     its ``index`` in the whole dataset (what its masks are seeded with)."""
 
     def __init__(self, dataset, indices: np.ndarray):
-        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        dtype = np.int32 if len(dataset) < 2**31 else np.int64
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=dtype)
         self.lengths = np.asarray(dataset.lengths)[self.indices]
 
     def __len__(self) -> int:
@@ -340,15 +364,15 @@ def _arrow_part(dataset, vocab: Vocabulary, label: str):
             "dataset holds each cell's token ids in 'input_ids' (and optionally 'length')."
         )
     _check_arrow_tokens(dataset, vocab, label)
-    part = ArrowTokens(dataset)
+    part = ArrowTokens(dataset, len(vocab.id_of_token), label)
     return part, {"kind": "dataset", "label": label, "n_cells": len(part)}
 
 
 def _check_arrow_tokens(dataset, vocab: Vocabulary, label: str) -> None:
     """Refuse token ids of another vocabulary: by the fingerprint scgf writes, else by the ids'
-    range and the ``<cls>``/``<eos>`` layout of a sample of cells."""
-    import pyarrow.compute as pc
-
+    range and the ``<cls>``/``<eos>`` layout of a sample of cells spread over the dataset
+    (every cell's range is checked again as it is read, by :class:`ArrowTokens`: scanning
+    all ids here would read a corpus of any size whole before the first step)."""
     metadata = dataset.data.schema.metadata or {}
     if ARROW_FINGERPRINT in metadata:
         made = metadata[ARROW_FINGERPRINT].decode()
@@ -359,21 +383,23 @@ def _check_arrow_tokens(dataset, vocab: Vocabulary, label: str) -> None:
                 "with this model's vocabulary."
             )
         return
-    ids = pc.list_flatten(dataset.data.column("input_ids"))
+    if len(dataset) == 0:
+        return
+    n = min(len(dataset), SAMPLE_CELLS)
+    rows = np.unique(np.linspace(0, len(dataset) - 1, n).astype(int))
+    sample = dataset.select_columns(["input_ids"]).with_format("numpy").select(rows)
+    cells = [np.asarray(c, dtype=np.int64) for c in sample["input_ids"]]
+    ids = np.concatenate(cells) if cells else np.zeros(0, np.int64)
     if len(ids) == 0:
         return
-    top = int(pc.max(ids).as_py())
-    size = len(vocab.id_of_token)
-    if top >= size or int(pc.min(ids).as_py()) < 0:
+    top, size = int(ids.max()), len(vocab.id_of_token)
+    if top >= size or int(ids.min()) < 0:
         raise ValueError(
             f"{label} holds token id {top}, outside the {vocab.name} vocabulary (ids 0-"
             f"{size - 1}): its tokens were made with another vocabulary (Genecorpus-30M holds "
             "V1 gc30M tokens). Use a model of that vocabulary, or tokenize the cells again."
         )
-    n = min(len(dataset), SAMPLE_CELLS)
-    rows = np.unique(np.linspace(0, len(dataset) - 1, n).astype(int))
-    sample = dataset.select_columns(["input_ids"]).with_format("numpy").select(rows)
-    cells = [np.asarray(c) for c in sample["input_ids"] if len(c) >= 2]
+    cells = [c for c in cells if len(c) >= 2]
     if not cells:
         return
     cls_id, eos_id = (vocab.cls_id, vocab.eos_id) if vocab.special_tokens else (2, 3)
