@@ -236,10 +236,10 @@ def child(corpus: Path, steps: int, in_memory: bool, threads: int) -> dict:
         "train_cells": result["n_cells"]["train"],
         "cells_read": result["global_step"] * 12 + result["n_cells"]["eval"],
         "held_out_cells": result["n_cells"]["eval"],
-        "peak_rss_gb": round(status["VmHWM"] / 2**20, 3),
-        "peak_anonymous_gb": round(sampler.peak["RssAnon"] / 2**20, 3),
-        "peak_file_backed_gb": round(sampler.peak["RssFile"] / 2**20, 3),
-        "floor_rss_after_imports_gb": round(floor_kb / 2**20, 3),
+        "peak_rss_gib": round(status["VmHWM"] / 2**20, 3),
+        "peak_anonymous_gib": round(sampler.peak["RssAnon"] / 2**20, 3),
+        "peak_file_backed_gib": round(sampler.peak["RssFile"] / 2**20, 3),
+        "floor_rss_after_imports_gib": round(floor_kb / 2**20, 3),
         "seconds_to_first_step": round(first.at - start, 1),
         "seconds_training_and_evaluation": round(training, 1),
         "train_loss": result["train_loss"],
@@ -298,14 +298,14 @@ def main() -> None:
             report["corpus"] = generate_corpus(corpus, args.cells, args.dtype)
         report.setdefault("corpus", {})["folder"] = str(corpus)
         report["corpus"]["bytes_on_disk"] = folder_bytes(corpus)
-        report["corpus"]["gb_on_disk"] = round(folder_bytes(corpus) / 2**30, 3)
+        report["corpus"]["gib_on_disk"] = round(folder_bytes(corpus) / 2**30, 3)
         report["memory_mapped"] = run_child(corpus, args.steps, False, args.threads)
         if generated and args.small_cells:
             # the same run on a small corpus from the same cells: what the model, its batches
             # and the libraries take; the large corpus should add little to it
             small = corpus.with_name("small_corpus")
             report["small_corpus"] = generate_corpus(small, args.small_cells, args.dtype)
-            report["small_corpus"]["gb_on_disk"] = round(folder_bytes(small) / 2**30, 3)
+            report["small_corpus"]["gib_on_disk"] = round(folder_bytes(small) / 2**30, 3)
             report["small_corpus_run"] = run_child(small, args.steps, False, args.threads)
         if args.in_memory_arm:
             report["in_memory"] = run_child(corpus, args.steps, True, args.threads)
