@@ -36,9 +36,13 @@ checkpointing excluded), identically for every arm (a Trainer callback).
 Quality (``--quality``): the speed arms' random Geneformer shapes at the reference's learning
 rate learn nothing of the cell types in a few epochs, so their macro-F1 shows equal failure,
 not quality. This part trains a *small* model (by default 2 layers, 128 wide, V2 vocabulary)
-from random initialisation with ``scgf.tl.finetune`` at a learning rate that works from
-scratch, on each cell's top genes, and reports its held-out macro-F1 next to the logistic
-regression baseline on the same split, and chance (0.2 for five balanced classes).
+from random initialisation at a learning rate that works from scratch, on each cell's top
+genes, once per arm (``--quality-arms``: by default scgf's defaults, the two
+``attention_dropout=0`` arms that reach the speed goal, and the reference's way) on the same
+split, for each of ``--quality-seeds`` (each seed draws its own split, head initialisation,
+dropout and batch order). It reports each arm's held-out macro-F1 per seed, their mean and
+spread and the difference to the reference's way, next to the logistic regression baseline
+on the same split and chance (0.2 for five balanced classes).
 """
 
 from __future__ import annotations
@@ -180,6 +184,7 @@ def run_reference(
     learning_rate: float = 5e-5,
     batch_size: int = 12,
     schedule: dict | None = None,
+    seed: int = 0,
 ) -> dict:
     import pandas as pd
     import torch
@@ -198,7 +203,7 @@ def run_reference(
     def dataset(which: str) -> TokenDataset:
         return TokenDataset(tokens, cell_labels=np.where(split == which, codes, -1))
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(
         str(workdir / "model"),
         num_labels=len(classes),
@@ -220,7 +225,7 @@ def run_reference(
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
-        seed=0,
+        seed=seed,
         use_cpu=device == "cpu",
         **(schedule or {}),
     )
@@ -373,55 +378,124 @@ def small_model(folder: Path, layers: int, hidden: int) -> None:
     add_dictionaries(folder, "V2")
 
 
-def run_quality(args) -> dict:
-    """A small model trained from scratch against logistic regression on the same split."""
+QUALITY_ARMS = ["scgf", "scgf-ad0", "scgf-bf16-ad0", "reference"]
+
+
+def quality_arm(arm: str, workdir: Path, args, seed: int) -> dict:
+    """One arm of the quality part on the prepared cells and split (``split.csv``)."""
+    import pandas as pd
+
     import scgf
 
-    scgf.settings.progress = False
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        adata = stratified_cells(args.quality_cells)
-        small_model(workdir / "model", args.quality_layers, args.quality_hidden)
-        scgf.pp.tokenize(
-            adata,
-            model=str(workdir / "model"),
-            gene_key="ensembl_id",
-            context_size=args.quality_context,
-        )
-        adata.write_h5ad(workdir / "cells.h5ad")
-        timer = training_timer()
-        schedule = {"warmup_steps": 0.1, "lr_scheduler_type": "linear"}
-        t0 = time.perf_counter()
-        scgf.tl.finetune(  # the model's own 2 % attention dropout, as the reference trains
-            adata,
-            LABEL,
-            model=str(workdir / "model"),
-            output_dir=workdir / "small",
-            epochs=args.quality_epochs,
-            learning_rate=args.quality_lr,
-            batch_size=args.quality_batch_size,
-            device=args.device,
-            callbacks=[timer],
-            random_state=0,
-            training_args=schedule,
-        )
-        seconds = time.perf_counter() - t0
-        adata.obs[[SPLIT]].to_csv(workdir / "split.csv")
-        metrics = scgf.get.finetune_metrics_df(adata)
-        f1 = metrics.query("metric == 'macro_f1'").set_index("split")["value"]
-        history = scgf.get.training_history_df(adata)
-        baseline = run_logreg(workdir)["test_macro_f1"]
+    schedule = {"warmup_steps": 0.1, "lr_scheduler_type": "linear"}
+    if arm == "reference":
         # the reference's way (random batches, plain Trainer) with the same model, split,
         # learning rate, schedule and batch size
-        reference = run_reference(
+        return run_reference(
             workdir,
             args.quality_epochs,
             args.device,
             learning_rate=args.quality_lr,
             batch_size=args.quality_batch_size,
             schedule=schedule,
+            seed=seed,
         )
-    split = adata.obs[SPLIT].value_counts().to_dict()
+    adata = ad.read_h5ad(workdir / "cells.h5ad")
+    options = dict(SCGF_ARMS[arm][1])
+    if options.get("batch_tokens") == BUDGET:
+        lengths = np.diff(adata.obsm["gf_tokens"].tocsr().indptr)
+        options["batch_tokens"] = round(args.quality_batch_size * lengths.mean())
+    split = workdir / "split.csv"
+    if split.exists():  # every arm trains on the split the first scgf arm drew
+        options["split_key"] = SPLIT
+        adata.obs[SPLIT] = pd.read_csv(split, index_col=0)[SPLIT].reindex(adata.obs_names)
+    timer = training_timer()
+    scgf.tl.finetune(
+        adata,
+        LABEL,
+        model=str(workdir / "model"),
+        output_dir=workdir / f"{arm}-{seed}",
+        epochs=args.quality_epochs,
+        learning_rate=args.quality_lr,
+        batch_size=args.quality_batch_size,
+        device=args.device,
+        callbacks=[timer],
+        random_state=seed,
+        training_args=schedule,
+        **options,
+    )
+    if not split.exists():
+        adata.obs[[SPLIT]].to_csv(split)
+    n_train = int((adata.obs[SPLIT] == "train").sum())
+    f1 = scgf.get.finetune_metrics_df(adata).query("metric == 'macro_f1'")
+    history = scgf.get.training_history_df(adata)
+    return {
+        "train_seconds": timer.seconds,
+        "cells_per_s": n_train * args.quality_epochs / timer.seconds,
+        "test_macro_f1": float(f1.set_index("split")["value"]["test"]),
+        "eval_macro_f1_by_epoch": [
+            round(float(x), 4) for x in history.get("eval_macro_f1", []) if x == x
+        ],
+    }
+
+
+def run_quality(args) -> dict:
+    """Small models trained from scratch by each arm, over seeds, against logistic
+    regression on the same split."""
+    import scgf
+
+    scgf.settings.progress = False
+    arms = ["scgf"] + [a for a in args.quality_arms if a != "scgf"]  # scgf draws the split
+    runs = []
+    for seed in args.quality_seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            adata = stratified_cells(args.quality_cells)
+            small_model(workdir / "model", args.quality_layers, args.quality_hidden)
+            scgf.pp.tokenize(
+                adata,
+                model=str(workdir / "model"),
+                gene_key="ensembl_id",
+                context_size=args.quality_context,
+            )
+            adata.write_h5ad(workdir / "cells.h5ad")
+            run = {"seed": seed, "arms": {}}
+            for arm in arms:
+                run["arms"][arm] = quality_arm(arm, workdir, args, seed)
+                print(f"seed {seed} {arm}: {run['arms'][arm]}", file=sys.stderr)
+            run["arms"]["logreg"] = run_logreg(workdir)
+            runs.append(run)
+    table = {}
+    for arm in [*arms, "logreg"]:
+        f1 = np.array([r["arms"][arm]["test_macro_f1"] for r in runs])
+        speed = [r["arms"][arm].get("cells_per_s") for r in runs]
+        table[arm] = {
+            "label": LABELS[arm],
+            "test_macro_f1": [round(float(x), 4) for x in f1],
+            "test_macro_f1_mean": float(f1.mean()),
+            "test_macro_f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
+            "cells_per_s_mean": float(np.mean(speed)) if speed[0] else None,
+        }
+    reference = table.get("reference")
+    if reference:  # paired by seed: each seed has its own split
+        for r in table.values():
+            paired = np.subtract(r["test_macro_f1"], reference["test_macro_f1"])
+            r["minus_reference_mean"] = float(paired.mean())
+            r["minus_reference_sd"] = float(paired.std(ddof=1)) if len(paired) > 1 else 0.0
+    rows = ["| arm | test macro-F1 (seeds) | mean ± sd | minus reference (paired) | cells/s |"]
+    rows.append("|---|---|---|---|---|")
+    for arm, r in table.items():
+        diff = (
+            f"{r['minus_reference_mean']:+.3f} ± {r['minus_reference_sd']:.3f}"
+            if reference and arm != "reference"
+            else "-"
+        )
+        speed = f"{r['cells_per_s_mean']:.1f}" if r["cells_per_s_mean"] else "-"
+        rows.append(
+            f"| {r['label']} | {', '.join(f'{x:.3f}' for x in r['test_macro_f1'])} | "
+            f"{r['test_macro_f1_mean']:.3f} ± {r['test_macro_f1_sd']:.3f} | {diff} | {speed} |"
+        )
+    print("\n".join(rows), file=sys.stderr)
     return {
         "model": {
             "layers": args.quality_layers,
@@ -434,21 +508,10 @@ def run_quality(args) -> dict:
         "epochs": args.quality_epochs,
         "learning_rate": args.quality_lr,
         "batch_size": args.quality_batch_size,
-        "split": {k: int(v) for k, v in split.items()},
-        "train_seconds": timer.seconds,
-        "wall_seconds": seconds,
-        "scgf_cells_per_s": int((adata.obs[SPLIT] == "train").sum())
-        * args.quality_epochs
-        / timer.seconds,
-        "reference_cells_per_s": reference["cells_per_s"],
-        "reference_test_macro_f1": reference["test_macro_f1"],
-        "scgf_test_macro_f1": float(f1["test"]),
-        "scgf_validation_macro_f1": float(f1["validation"]),
-        "logreg_test_macro_f1": baseline,
+        "seeds": list(args.quality_seeds),
         "chance_macro_f1": 1 / adata.obs[LABEL].nunique(),  # uniform guessing
-        "eval_macro_f1_by_epoch": [
-            round(float(x), 4) for x in history.get("eval_macro_f1", []) if x == x
-        ],
+        "arms": table,
+        "runs": runs,
     }
 
 
@@ -480,6 +543,10 @@ def main() -> None:
     parser.add_argument("--quality-epochs", type=float, default=4)
     parser.add_argument("--quality-lr", type=float, default=1e-3)
     parser.add_argument("--quality-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--quality-arms", nargs="+", default=QUALITY_ARMS, choices=[*SCGF_ARMS, "reference"]
+    )
+    parser.add_argument("--quality-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()

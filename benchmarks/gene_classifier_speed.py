@@ -30,7 +30,10 @@ Arms:
 - ``scgf-bf16``: the same with ``precision="bf16"`` (autocast; pays on CPUs with AMX/AVX-512
   bf16 units, and on GPUs);
 - ``scgf, attention dropout 0`` and ``scgf-bf16, attention dropout 0``: with
-  ``attention_dropout=0.0`` (the fused kernel alone: what the dropout still costs).
+  ``attention_dropout=0.0`` (the fused kernel alone: what the dropout still costs);
+- ``…, N-token batches``: the same with token-budget batches (``batch_tokens``, 12 × the
+  mean cell length: about the steps per epoch of batches of 12, with more short cells or
+  fewer long ones per batch).
 
 Training cells/s count training epochs only (a Trainer callback times each epoch), the cells
 being those that hold any training gene (every sampled cell here).
@@ -91,7 +94,9 @@ def prepare(workdir: Path, n_cells: int, shape_name: str, max_tokens: int):
     return adata, labels, model
 
 
-def run_scgf(adata, labels, model, workdir, args, precision, attention_dropout=None) -> dict:
+def run_scgf(
+    adata, labels, model, workdir, args, precision, attention_dropout=None, batch_tokens=None
+) -> dict:
     import scgf
 
     data = adata.copy()
@@ -100,7 +105,8 @@ def run_scgf(adata, labels, model, workdir, args, precision, attention_dropout=N
         data,
         labels,
         model=str(model),
-        output_dir=workdir / f"scgf_{precision}_{attention_dropout}",
+        output_dir=workdir / f"scgf_{precision}_{attention_dropout}_{batch_tokens}",
+        batch_tokens=batch_tokens,
         n_folds=5,
         max_folds=1,
         final_model=False,
@@ -224,10 +230,17 @@ def main() -> None:
         arms["scgf, attention dropout 0"] = run_scgf(
             adata, labels, model, workdir, args, "fp32", 0.0
         )
+        budget = round(12 * lengths.mean())  # about the steps of batches of 12
+        arms[f"scgf, attention dropout 0, {budget}-token batches"] = run_scgf(
+            adata, labels, model, workdir, args, "fp32", 0.0, budget
+        )
         if not args.no_bf16:
             arms["scgf-bf16"] = run_scgf(adata, labels, model, workdir, args, "bf16")
             arms["scgf-bf16, attention dropout 0"] = run_scgf(
                 adata, labels, model, workdir, args, "bf16", 0.0
+            )
+            arms[f"scgf-bf16, attention dropout 0, {budget}-token batches"] = run_scgf(
+                adata, labels, model, workdir, args, "bf16", 0.0, budget
             )
     n_cells = adata.n_obs  # every cell holds training genes (8 of each class)
     base = None

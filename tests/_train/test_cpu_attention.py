@@ -33,14 +33,21 @@ def qkv(batch=3, heads=2, width=40, size=8, seed=0):
     ]
 
 
-@pytest.mark.parametrize("padded", [False, True])
-def test_equals_dropout_on_materialised_probabilities(padded):
+@pytest.mark.parametrize("masking", [None, "padding", "per-query", "broadcast"])
+def test_equals_dropout_on_materialised_probabilities(masking):
     query, key, value = qkv()
     batch, heads, width, size = query.shape
     mask = None
-    if padded:  # the second cell has 25 real positions
+    if masking == "padding":  # the second cell has 25 real positions
         mask = torch.ones(batch, 1, width, width, dtype=torch.bool)
         mask[1, :, :, 25:] = False
+    elif masking == "per-query":  # each query of the first cell sees a different set of keys
+        mask = torch.ones(batch, 1, width, width, dtype=torch.bool)
+        mask[0, 0] = torch.ones(width, width, dtype=torch.bool).tril()
+        mask[1, :, :, 25:] = False
+    elif masking == "broadcast":  # (batch, 1, 1, keys), broadcast over the queries
+        mask = torch.ones(batch, 1, 1, width, dtype=torch.bool)
+        mask[1, ..., 25:] = False
     p, scale = 0.2, 1 / math.sqrt(size)
     dropped = dropped_entries(batch * heads * width * width, p, torch.Generator().manual_seed(1))
     got = dropout_attention(query, key, value, mask, p, scale, dropped)

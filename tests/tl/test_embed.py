@@ -77,7 +77,7 @@ def test_real_shapes_match_reference(tmp_path, version, shape, vocab_v1, vocab_v
 
     BertForMaskedLM(config).save_pretrained(tmp_path)
     vocab = vocab_v2 if version == "V2" else vocab_v1
-    adata = ad.read_h5ad(DATA / "pbmc_ifnb_kang2018_2000.h5ad")[:24].copy()
+    adata = ad.read_h5ad(DATA / "pbmc_ifnb_kang2018_2000.h5ad")[:12].copy()
     scgf.pp.tokenize(adata, model=vocab)
     ref_cls, ref_mean, _ = reference_embeddings(tmp_path, adata, special=version == "V2")
     scgf.tl.embed(adata, model=tmp_path)

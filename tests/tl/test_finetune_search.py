@@ -49,6 +49,16 @@ def test_search_stores_a_study_that_resumes(tmp_path):
         == 3
     )
 
+    # Changed choices of a searched parameter are refused before any trial, by name
+    # (optuna's own error would come from inside the first trial).
+    changed = {**SPACE, "num_train_epochs": [1, 2]}
+    with pytest.raises(SearchSpaceError, match=r"search_space\['num_train_epochs'\] lists"):
+        scgf.tl.finetune(
+            adata, "marker", output_dir=out, n_trials=1, resume=True,
+            **{**options, "search_space": changed},
+        )  # fmt: skip
+    assert len(adata.uns["scgf_finetune"]["search"]) == 3  # the earlier result is kept
+
     # A shared database given as storage= holds the study instead.
     shared = f"sqlite:///{tmp_path / 'shared.db'}"
     other = tmp_path / "other"

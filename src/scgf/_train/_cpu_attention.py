@@ -110,9 +110,10 @@ class _DropoutAttention(torch.autograd.Function):
             q, k, v = (t.reshape(-1, head_size).float() for t in (query, key, value))
             scores = pattern.sampled(q, k) * scale
             if mask is not None:
-                batch_of = pattern.row // (heads * width)
-                query_of = pattern.row % width if mask.shape[2] > 1 else 0
-                scores = scores + mask[batch_of, 0, query_of, pattern.col % width].float()
+                # (batch, 1, queries, keys) contiguous: one flat gather, not four indices
+                area = width * width
+                at = (flat // (heads * area)) * area + flat % area
+                scores = scores + mask.reshape(-1)[at].float()
             probs = torch.exp(scores - logsumexp.reshape(-1)[pattern.row].float())
             dropped = (pattern.matrix(probs) @ v).view(out.shape)
         kept = out - dropped.to(out.dtype)
@@ -182,10 +183,11 @@ def dropout_attention(
     """
     batch, heads, width, _ = query.shape
     if mask is not None:
+        mask = mask.expand(batch, 1, width, width)
         if mask.dtype == torch.bool:
             additive = torch.zeros(mask.shape, dtype=query.dtype)
             mask = additive.masked_fill_(~mask, torch.finfo(query.dtype).min)
-        mask = mask.to(query.dtype)
+        mask = mask.to(query.dtype).contiguous()
     if dropped is None:
         dropped = dropped_entries(batch * heads * width * width, p)
     return _DropoutAttention.apply(

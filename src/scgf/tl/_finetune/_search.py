@@ -152,6 +152,25 @@ def _check_fingerprint(study, target: SearchTarget, url: str) -> None:
         )
 
 
+def _check_choices(study, search_space: Mapping | Callable | None, url: str) -> None:
+    """Refuse a list of choices that differs from the one the stored study searched: optuna
+    cannot change a categorical parameter's choices within a study (ranges may change)."""
+    if callable(search_space):
+        return
+    space = REFERENCE_SPACE if search_space is None else search_space
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            choices = getattr(distribution, "choices", None)
+            wanted = space.get(name)
+            if choices is not None and isinstance(wanted, list) and list(choices) != wanted:
+                raise SearchSpaceError(
+                    f"search_space[{name!r}] lists {wanted}, but the study in {url} "
+                    f"searched {list(choices)}: optuna cannot change the choices of a "
+                    "parameter within a study. Use the same list, or give another "
+                    "output_dir/storage for a new study."
+                )
+
+
 def search(
     target: SearchTarget, *, n_trials: int, search_space, storage: str | None
 ) -> tuple[dict, pd.DataFrame | None]:
@@ -172,6 +191,7 @@ def search(
             storage=url, study_name=name, direction="maximize", load_if_exists=True
         )
         _check_fingerprint(study, target, url)
+        _check_choices(study, search_space, url)
     trainer = target.trainer(args)
     _seed_trials(trainer, space)
     start = _logging.info(f"    hyperparameter search: {n_trials} trials, study in {url}")
