@@ -445,7 +445,10 @@ def run_quality(args) -> dict:
     import scgf
 
     scgf.settings.progress = False
-    arms = ["scgf"] + [a for a in args.quality_arms if a != "scgf"]  # scgf draws the split
+    # the first scgf arm draws the split the reference's way then trains on
+    arms = sorted(args.quality_arms, key=lambda arm: arm == "reference")
+    if arms[0] == "reference":
+        raise SystemExit("--quality-arms needs an scgf arm: the first one draws the split")
     runs = []
     for seed in args.quality_seeds:
         with tempfile.TemporaryDirectory() as tmp:
