@@ -205,6 +205,15 @@ def run_interrupted(adata, options, tmp_path, stop_step: int, checks=None):
     return interrupted, counter.steps
 
 
+# checkpoints and evaluations every 3 steps, for the interrupted runs
+EVERY_3_STEPS = {
+    "save_strategy": "steps",
+    "save_steps": 3,
+    "eval_strategy": "steps",
+    "eval_steps": 3,
+}
+
+
 def test_resume_gives_the_same_final_weights(cells, model_dir, tmp_path):
     adata = cells[:160].copy()
     options = dict(
@@ -213,14 +222,7 @@ def test_resume_gives_the_same_final_weights(cells, model_dir, tmp_path):
         batch_size=16,
         learning_rate=3e-3,
         device="cpu",
-        training_args={
-            "save_strategy": "steps",
-            "save_steps": 3,
-            "eval_strategy": "steps",
-            "eval_steps": 3,
-            "logging_strategy": "steps",
-            "logging_steps": 3,
-        },
+        training_args={**EVERY_3_STEPS, "logging_strategy": "steps", "logging_steps": 3},
     )
 
     def refused(interrupted):
@@ -255,12 +257,7 @@ def test_resume_with_token_budget_batches(cells, model_dir, tmp_path):
         batch_tokens=160,
         learning_rate=3e-3,
         device="cpu",
-        training_args={
-            "save_strategy": "steps",
-            "save_steps": 3,
-            "eval_strategy": "steps",
-            "eval_steps": 3,
-        },
+        training_args=EVERY_3_STEPS,
     )
     interrupted, resumed_steps = run_interrupted(adata, options, tmp_path, 21)
     train = (interrupted.obs["scgf_split"] == "train").to_numpy()

@@ -3,6 +3,7 @@ absent (written under a partial name beside the output, renamed on success)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -204,3 +205,14 @@ def readable(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def read_json_file(path: str | Path, what: str):
+    """The JSON content of the user's file ``path``; ``what`` names it in the errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The {what} file {path} does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from err

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from .. import _keys
-from ._files import check_input, partial_path
+from ._files import check_input, partial_path, read_json_file
 from ._options import add_search_arguments, positive_int, read_search_space
 
 
@@ -85,13 +84,7 @@ def _default_model() -> str:
 
 def read_gene_labels(path: str | Path) -> dict[str, list[str]]:
     """``{class: [genes]}`` from a JSON file, checked to be that shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"The gene label file {path} does not exist.")
-    try:
-        labels = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+    labels = read_json_file(path, "gene label")
     if not isinstance(labels, dict) or not all(
         isinstance(genes, list) and all(isinstance(g, str) for g in genes)
         for genes in labels.values()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 from ..models._resolve import DEFAULT_MODEL
+from ._files import read_json_file
 
 
 def _whole_number(text: str, minimum: int, below: str) -> int:
@@ -126,13 +126,7 @@ def read_search_space(path: str | Path) -> dict:
     ``"log": true`` or ``"int": true``, as :func:`scgf.tl.finetune` and
     :func:`scgf.tl.finetune_genes` take it (lists, ``(low, high)``, ``("log", low, high)``,
     ``("int", low, high)``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"The search space file {path} does not exist.")
-    try:
-        given = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+    given = read_json_file(path, "search space")
     shape = (
         f'{path} must hold a JSON object {{"argument": [choices] or {{"low": 1e-6, "high": '
         '1e-3, "log": true}, ...}'
