@@ -76,6 +76,8 @@ def check_same(saved: str | dict, current: dict, where: str, remedy: str) -> Non
     for part in sorted(set(saved) | set(current)):
         if saved.get(part) != current.get(part):
             differs.append(f"{part} (saved {saved.get(part)!r}, now {current.get(part)!r})")
+    if not differs:  # only parts missing on one side and None on the other (a newer option
+        return  # at its default): the same run
     raise ResumeMismatchError(
         f"The progress saved in {where} was computed from something else: "
         + "; ".join(differs)

@@ -150,6 +150,23 @@ def test_model_switch_trains_evaluates_and_saves_plainly(tmp_path):
         )
 
 
+def test_trains_under_torch_compile_with_the_eager_losses():
+    # Trainer(torch_compile=True) compiles the model: the dropout's sparse draw runs eagerly
+    # between the compiled parts, drawing the same random numbers as without compiling.
+    ids = torch.randint(5, 50, (4, 30), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = tiny_model(0.2).train()
+        assert use_on_cpu(model)
+        run = torch.compile(model, backend="eager") if compiled else model
+        torch.manual_seed(1)
+        loss = run(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+
+
 def test_lora_wrapped_classifier_is_switched():
     pytest.importorskip("peft")
     from transformers import BertForSequenceClassification

@@ -262,6 +262,37 @@ def test_continual_pretraining_starts_from_the_checkpoint(
     assert any((changed[k] - v).abs().max() > 0 for k, v in weights(checkpoint).items())
 
 
+def test_attention_dropout_reaches_the_trained_layers(small, checkpoint, tmp_path, monkeypatch):
+    # The checkpoint has no dropout at all; attention_dropout=0.5 must be set on the layers
+    # that train (BERT reads its rates when its layers are built), so the first training
+    # step's loss is no longer the deterministic one, and the saved config holds the rate.
+    training_losses = []
+    forward = MaskedOnlyBertForMaskedLM.forward
+
+    def recording(self, **inputs):
+        out = forward(self, **inputs)
+        if self.training:
+            training_losses.append(out.loss.item())
+        return out
+
+    monkeypatch.setattr(MaskedOnlyBertForMaskedLM, "forward", recording)
+    first = {}
+    for rate in (None, 0.5):
+        training_losses.clear()
+        out = tmp_path / f"rate{rate}"
+        scgf.tl.pretrain(
+            small, model=checkpoint, output_dir=out, max_steps=1, attention_dropout=rate, **QUICK
+        )
+        first[rate] = training_losses[0]
+        saved = json.loads((out / "config.json").read_text())["attention_probs_dropout_prob"]
+        assert saved == (0.0 if rate is None else rate)
+    assert abs(first[0.5] - first[None]) > 1e-3, first
+    with pytest.raises(ValueError, match="attention_dropout"):
+        scgf.tl.pretrain(
+            small, model=checkpoint, output_dir=tmp_path / "bad", attention_dropout=1.5, **QUICK
+        )
+
+
 def test_hugging_face_dataset_corpus(small, checkpoint, tmp_path, hub_settings):
     datasets = pytest.importorskip("datasets")
     rows = scgf.get.tokens(small)

@@ -10,17 +10,13 @@ from pathlib import Path
 from .. import _keys
 from ..models._resolve import DEFAULT_MODEL
 from ._files import check_input, partial_path
-from ._options import add_search_arguments, positive_int, read_search_space
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
-    return value
+from ._options import (
+    add_attention_dropout_argument,
+    add_search_arguments,
+    fraction,
+    positive_int,
+    read_search_space,
+)
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -63,7 +59,7 @@ def add_parser(sub) -> None:
     ft.add_argument(
         "--split-sizes",
         nargs=3,
-        type=_fraction,
+        type=fraction,
         default=(0.8, 0.1, 0.1),
         metavar=("TRAIN", "VALIDATION", "TEST"),
     )
@@ -80,13 +76,7 @@ def add_parser(sub) -> None:
         "evaluation batches",
     )
     ft.add_argument("--weight-decay", type=float, default=0.001)
-    ft.add_argument(
-        "--attention-dropout",
-        type=_fraction,
-        default=None,
-        help="attention dropout while training (default: the model's); 0 is somewhat faster "
-        "on CPUs",
-    )
+    add_attention_dropout_argument(ft)
     ft.add_argument("--freeze-layers", type=int, default=0)
     ft.add_argument("--class-weights", choices=["balanced"], default=None)
     ft.add_argument("--early-stopping-patience", type=positive_int, default=None)

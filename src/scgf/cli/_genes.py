@@ -8,7 +8,12 @@ from pathlib import Path
 
 from .. import _keys
 from ._files import check_input, partial_path, read_json_file
-from ._options import add_search_arguments, positive_int, read_search_space
+from ._options import (
+    add_attention_dropout_argument,
+    add_search_arguments,
+    positive_int,
+    read_search_space,
+)
 
 
 def add_parser(sub) -> None:
@@ -47,12 +52,7 @@ def add_parser(sub) -> None:
     fin.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default=None, help="training precision"
     )
-    fin.add_argument(
-        "--attention-dropout",
-        type=float,
-        default=None,
-        help="attention dropout while training (default: the model's; 0 is faster on CPU)",
-    )
+    add_attention_dropout_argument(fin)
     fin.add_argument("--device", default=None)
     add_search_arguments(fin, where="on the first fold ")
     fin.add_argument("--resume", action="store_true", help="continue a run in --output-dir")

@@ -25,6 +25,27 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1, "{value} must be at least 1")
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def add_attention_dropout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--attention-dropout`` of the training commands."""
+    parser.add_argument(
+        "--attention-dropout",
+        type=fraction,
+        default=None,
+        help="attention dropout while training (default: the model's); 0 is faster on CPUs",
+    )
+
+
 def add_input_output(parser: argparse.ArgumentParser, *, what: str, output: str) -> None:
     """The ``INPUT OUTPUT`` positional arguments."""
     parser.add_argument("input", help=f"input .h5ad with {what}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import positive_int
+from ._options import add_attention_dropout_argument, positive_int
 
 
 def add_parser(sub) -> None:
@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
     pre.add_argument("--save-steps", type=positive_int, default=None)
     pre.add_argument("--logging-steps", type=positive_int, default=None)
     pre.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    add_attention_dropout_argument(pre)
     pre.add_argument("--device", choices=["cpu"], default=None, help="train on the CPU")
     pre.add_argument("--layer", default=None, help="layer of raw counts (default X)")
     pre.add_argument("--gene-key", default=None, help="var column of gene IDs")
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> None:
         save_steps=args.save_steps,
         logging_steps=args.logging_steps,
         precision=args.precision,
+        attention_dropout=args.attention_dropout,
         device=args.device,
         layer=args.layer,
         gene_key=args.gene_key,
