@@ -32,7 +32,7 @@ def test_folder_without_dictionaries_uses_config_shape(tmp_path, version, vocab_
 
 
 def test_folder_with_dictionaries_uses_them(tmp_path, hub_settings):
-    folder = make_tiny_checkpoint(tmp_path / "ckpt", "V2")
+    folder = make_tiny_checkpoint(tmp_path / "ckpt", "V1")
     shutil.copy(DICTS / "token_dictionary_gc30M.pkl", folder)
     shutil.copy(DICTS / "gene_median_dictionary_gc30M.pkl", folder)
     vocab = models.get_vocabulary(folder)

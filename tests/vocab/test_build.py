@@ -197,7 +197,8 @@ def test_tokens_of_one_vocabulary_are_refused_by_a_model_of_another(tmp_path):
     assert cells.obsm["X_geneformer"].shape == (30, 16)
 
 
-def test_a_folder_vocabulary_too_large_for_its_model_is_refused(tmp_path):
+@pytest.mark.parametrize("fmt", ["scgf", "pickle"])
+def test_a_folder_vocabulary_too_large_for_its_model_is_refused(tmp_path, fmt):
     from tests._tiny import make_tiny_checkpoint
 
     folder = make_tiny_checkpoint(tmp_path, "V2")
@@ -211,7 +212,7 @@ def test_a_folder_vocabulary_too_large_for_its_model_is_refused(tmp_path):
         context_size=4096,
         special_tokens=True,
     )
-    vocab.save(folder, format="scgf")
+    vocab.save(folder, format=fmt)  # scgf's file, or the reference's four pickles
     with pytest.raises(scgf.models.UnknownModelError, match="vocab_size=20275"):
         scgf.models.get_vocabulary(folder)
 

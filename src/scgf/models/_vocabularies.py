@@ -89,14 +89,15 @@ def vocabulary_of_folder(folder: Path, config: dict | None) -> Vocabulary:
     published = _published_name(files)
     if published is None:
         context = (config or {}).get("max_position_embeddings")
-        return Vocabulary.from_directory(folder, context_size=context)
+        return _fits(Vocabulary.from_directory(folder, context_size=context), config, folder)
     spec = published_vocabularies()[published]  # the published files, read locally
-    return Vocabulary.from_files(
+    vocab = Vocabulary.from_files(
         **files,
         context_size=spec.context_size,
         special_tokens=spec.special_tokens,
         name=published,
     )
+    return _fits(vocab, config, folder)
 
 
 def _fits(vocab: Vocabulary, config: dict | None, folder: Path) -> Vocabulary:
